@@ -1,0 +1,1 @@
+"""NOME write side: the pure domain and its event store glue."""

@@ -1,0 +1,450 @@
+"""msgspec <-> eventsourcing glue: event base, the permanent stored format, hash chain, store.
+
+We use the library's recorders (Postgres and SQLite tables, the global notification sequence,
+the table lock that keeps positions in commit order) but not `Application.save`: the
+group-commit writer (nome_core/writer.py) hands many commands' events to one
+`insert_events` call, and our aggregates are pure `decide`/`evolve` functions, not objects.
+
+The stored format is permanent. Each row's `topic` is the event type (`thread.created`), which
+is independent of where a class lives in Python, and its `state` is the msgspec JSON of
+`Stored`: the API envelope (minus `position`, which the database assigns) plus metadata and
+the hash chain. JSON rather than msgpack because tool arguments may carry integers beyond 64
+bits and because an operator can read a row with `psql`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, NamedTuple, TypeVar
+from urllib.parse import unquote, urlsplit
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    StoredEvent,
+)
+from eventsourcing.utils import Environment
+
+from nome_core.clock import Clock
+from nome_core.errors import StreamConflict
+
+
+class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event payload (the envelope's `data`). Subclasses register a type name."""
+
+    type: ClassVar[str]
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {}
+
+E = TypeVar("E", bound=type[DomainEvent])
+
+
+def event_type(name: str) -> Callable[[E], E]:
+    """Pin a payload class to its stored type name; the name, not the class path, is stored."""
+
+    def register(cls: E) -> E:
+        if name in EVENT_TYPES:
+            raise ValueError(f"event type {name!r} registered twice")
+        cls.type = name
+        EVENT_TYPES[name] = cls
+        return cls
+
+    return register
+
+
+class Client(msgspec.Struct, frozen=True, kw_only=True):
+    """Build identity of the app that sent the request (X-Nome-Client-* headers)."""
+
+    surface: str | None = None
+    version: str | None = None
+    revision: str | None = None
+
+
+class Meta(msgspec.Struct, frozen=True, kw_only=True):
+    """Who and what caused an event. Stored with it; not part of the hashed envelope."""
+
+    principal: str | None = None
+    client: Client = Client()
+    request_id: str | None = None
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """A recorded event with its typed payload, as the domain folds it."""
+
+    id: str
+    type: str
+    tenant_id: str
+    stream_id: str
+    thread_id: str | None
+    run_id: str | None
+    work_item_id: str | None
+    seq: int
+    at: str
+    data: DomainEvent
+    hash: str
+    prev_hash: str | None
+    meta: Meta
+    position: int | None = None
+
+
+class Stored(msgspec.Struct, frozen=True, kw_only=True):
+    """The permanent row format (`state` column). `data` stays raw JSON until someone needs it."""
+
+    id: str
+    type: str
+    tenant_id: str
+    stream_id: str
+    thread_id: str | None
+    run_id: str | None
+    work_item_id: str | None
+    seq: int
+    at: str
+    data: msgspec.Raw
+    hash: str
+    prev_hash: str | None
+    meta: Meta
+
+
+class Receipt(msgspec.Struct, frozen=True):
+    hash: str
+    prev_hash: str | None
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """The API envelope (API.md §3), field order as documented."""
+
+    id: str
+    type: str
+    tenant_id: str
+    stream_id: str
+    thread_id: str | None
+    run_id: str | None
+    work_item_id: str | None
+    seq: int
+    position: int
+    at: str
+    data: msgspec.Raw
+    receipt: Receipt
+
+
+class TenantOnly(msgspec.Struct):
+    """Decodes just the tenant of a stored row: tenant filters skip the rest of the JSON."""
+
+    tenant_id: str
+
+
+_stored_decoder = msgspec.json.Decoder(Stored)
+_tenant_decoder = msgspec.json.Decoder(TenantOnly)
+_encoder = msgspec.json.Encoder()
+_payload_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical encoding of API.md §3: sorted keys, no whitespace, UTF-8 kept as is.
+
+    The stdlib encoder on purpose: an auditor recomputes hashes with it, and its float and
+    escape rendering is what they will get.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_hex(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def chain_hash(prev_hash: str | None, content: dict[str, Any]) -> str:
+    """`sha256:` + SHA-256 of `prev_hash` (empty for a stream's first event), newline, content."""
+    digest = hashlib.sha256((prev_hash or "").encode() + b"\n" + canonical_json(content))
+    return "sha256:" + digest.hexdigest()
+
+
+def hashed_content(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The part of an envelope the chain covers: all of it but `receipt` and `position`."""
+    return {k: v for k, v in envelope.items() if k not in ("receipt", "position")}
+
+
+class Head(NamedTuple):
+    """Where a stream stands: its last seq and the hash of its last event."""
+
+    version: int = 0
+    last_hash: str | None = None
+
+
+class Draft(NamedTuple):
+    """A decided payload that belongs to a work item (a model turn or a tool call)."""
+
+    data: DomainEvent
+    work_item_id: str | None = None
+
+
+def seal(
+    drafts: Sequence[DomainEvent | Draft],
+    *,
+    stream_id: str,
+    head: Head,
+    tenant_id: str,
+    thread_id: str | None,
+    run_id: str | None,
+    meta: Meta,
+    clock: Clock,
+) -> list[Event]:
+    """Number, time-stamp and chain new payloads onto a stream."""
+    events: list[Event] = []
+    seq, prev = head
+    for draft in drafts:
+        data, work_item_id = draft if isinstance(draft, Draft) else (draft, None)
+        seq += 1
+        event_id, at = clock.new_id(), clock.now()
+        content = {
+            "id": event_id,
+            "type": data.type,
+            "tenant_id": tenant_id,
+            "stream_id": stream_id,
+            "thread_id": thread_id,
+            "run_id": run_id,
+            "work_item_id": work_item_id,
+            "seq": seq,
+            "at": at,
+            "data": msgspec.to_builtins(data),
+        }
+        digest = chain_hash(prev, content)
+        events.append(
+            Event(
+                id=event_id,
+                type=data.type,
+                tenant_id=tenant_id,
+                stream_id=stream_id,
+                thread_id=thread_id,
+                run_id=run_id,
+                work_item_id=work_item_id,
+                seq=seq,
+                at=at,
+                data=data,
+                hash=digest,
+                prev_hash=prev,
+                meta=meta,
+            )
+        )
+        prev = digest
+    return events
+
+
+def head_of(events: Sequence[Event], start: Head = Head()) -> Head:
+    return Head(events[-1].seq, events[-1].hash) if events else start
+
+
+def to_stored(event: Event) -> StoredEvent:
+    stored = Stored(
+        id=event.id,
+        type=event.type,
+        tenant_id=event.tenant_id,
+        stream_id=event.stream_id,
+        thread_id=event.thread_id,
+        run_id=event.run_id,
+        work_item_id=event.work_item_id,
+        seq=event.seq,
+        at=event.at,
+        data=msgspec.Raw(_encoder.encode(event.data)),
+        hash=event.hash,
+        prev_hash=event.prev_hash,
+        meta=event.meta,
+    )
+    return StoredEvent(
+        originator_id=UUID(event.stream_id),
+        originator_version=event.seq,
+        topic=event.type,
+        state=_encoder.encode(stored),
+    )
+
+
+def decode_stored(state: bytes) -> Stored:
+    return _stored_decoder.decode(state)
+
+
+def tenant_of(state: bytes) -> str:
+    return _tenant_decoder.decode(state).tenant_id
+
+
+def decode_payload(type_name: str, raw: bytes | msgspec.Raw) -> DomainEvent:
+    decoder = _payload_decoders.get(type_name)
+    if decoder is None:
+        decoder = _payload_decoders[type_name] = msgspec.json.Decoder(EVENT_TYPES[type_name])
+    return decoder.decode(raw)  # type: ignore[no-any-return]
+
+
+def to_event(state: bytes, position: int | None = None) -> Event:
+    s = decode_stored(state)
+    return Event(
+        id=s.id,
+        type=s.type,
+        tenant_id=s.tenant_id,
+        stream_id=s.stream_id,
+        thread_id=s.thread_id,
+        run_id=s.run_id,
+        work_item_id=s.work_item_id,
+        seq=s.seq,
+        at=s.at,
+        data=decode_payload(s.type, s.data),
+        hash=s.hash,
+        prev_hash=s.prev_hash,
+        meta=s.meta,
+        position=position,
+    )
+
+
+def to_envelope(stored: Stored, position: int) -> Envelope:
+    return Envelope(
+        id=stored.id,
+        type=stored.type,
+        tenant_id=stored.tenant_id,
+        stream_id=stored.stream_id,
+        thread_id=stored.thread_id,
+        run_id=stored.run_id,
+        work_item_id=stored.work_item_id,
+        seq=stored.seq,
+        position=position,
+        at=stored.at,
+        data=stored.data,
+        receipt=Receipt(stored.hash, stored.prev_hash),
+    )
+
+
+def envelope_json(stored: Stored, position: int) -> bytes:
+    return _encoder.encode(to_envelope(stored, position))
+
+
+def event_envelope_json(event: Event) -> bytes:
+    """The envelope of an event the domain holds (it must have its position)."""
+    assert event.position is not None
+    return envelope_json(
+        Stored(
+            id=event.id,
+            type=event.type,
+            tenant_id=event.tenant_id,
+            stream_id=event.stream_id,
+            thread_id=event.thread_id,
+            run_id=event.run_id,
+            work_item_id=event.work_item_id,
+            seq=event.seq,
+            at=event.at,
+            data=msgspec.Raw(_encoder.encode(event.data)),
+            hash=event.hash,
+            prev_hash=event.prev_hash,
+            meta=event.meta,
+        ),
+        event.position,
+    )
+
+
+class Row(NamedTuple):
+    """One row of the global log."""
+
+    position: int
+    type: str
+    state: bytes
+
+
+def database_environment(url: str, *, schema: str | None = None) -> dict[str, str]:
+    """eventsourcing settings for a `NOME_DATABASE_URL`."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parts.path
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": path or ":memory:",
+            "SQLITE_LOCK_TIMEOUT": "30",
+        }
+    if parts.scheme in ("postgres", "postgresql"):
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_SCHEMA": schema or "",
+            "POSTGRES_POOL_SIZE": "8",
+            "POSTGRES_MAX_OVERFLOW": "8",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            # A stuck lock should surface as an error, not hang every writer forever.
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        }
+    raise ValueError(f"unsupported NOME_DATABASE_URL scheme {parts.scheme!r}")
+
+
+class EventStore:
+    """The global, append-only log: read streams and positions, insert sealed events."""
+
+    name = "nome"
+
+    def __init__(self, url: str, *, schema: str | None = None, create_table: bool = True) -> None:
+        self.url = url
+        self.schema = schema
+        env = database_environment(url, schema=schema)
+        self.is_postgres = env["PERSISTENCE_MODULE"].endswith("postgres")
+        # Tables are created below, after the schema they live in.
+        env["CREATE_TABLE"] = "n"
+        self.factory = InfrastructureFactory.construct(Environment(self.name, env))
+        self.recorder: ApplicationRecorder = self.factory.application_recorder()
+        if create_table:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Create the schema (Postgres) and the events table, if missing. Idempotent."""
+        if self.is_postgres and self.schema:
+            with self.factory.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+                cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        self.recorder.create_table()  # type: ignore[attr-defined]
+
+    def drop(self) -> None:
+        """Drop this store's schema (tests and benchmarks use one schema per run)."""
+        assert self.is_postgres and self.schema, "only a dedicated Postgres schema is dropped"
+        with self.factory.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+            cursor.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel the Postgres recorder signals on every insert."""
+        return f"{self.name}_events"
+
+    def insert(self, events: Sequence[Event]) -> list[int]:
+        """Insert events in one transaction; returns their positions. Raises StreamConflict."""
+        try:
+            ids = self.recorder.insert_events([to_stored(e) for e in events])
+        except IntegrityError as exc:
+            raise StreamConflict("the stream was changed by another writer") from exc
+        assert ids is not None
+        return list(ids)
+
+    def load(self, stream_id: str, *, after: int = 0, upto: int | None = None) -> list[Event]:
+        rows = self.recorder.select_events(UUID(stream_id), gt=after or None, lte=upto)
+        return [to_event(r.state) for r in rows]
+
+    def head(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def read(self, after: int, limit: int, *, upto: int | None = None) -> list[Row]:
+        """Rows of the global log with position in (after, upto], oldest first."""
+        notes = self.recorder.select_notifications(
+            after, limit, stop=upto, inclusive_of_start=False
+        )
+        return [Row(n.id, n.topic, n.state) for n in notes]
+
+    def scan(self, after: int = 0, *, upto: int | None = None, page: int = 1000) -> Iterator[Row]:
+        """Every row after a position, in pages, so memory stays constant on a long log."""
+        while True:
+            rows = self.read(after, page, upto=upto)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].position
+
+    def close(self) -> None:
+        self.factory.close()

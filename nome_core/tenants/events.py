@@ -1,0 +1,11 @@
+"""Tenant (workspace) events."""
+
+from __future__ import annotations
+
+from nome_core.eventstore import DomainEvent, event_type
+
+
+@event_type("tenant.created")
+class TenantCreated(DomainEvent, frozen=True, kw_only=True):
+    name: str
+    plan: str = "free"

@@ -1,0 +1,35 @@
+"""Thread (conversation) events. Messages are events of their thread's stream."""
+
+from __future__ import annotations
+
+from nome_core.eventstore import Client, DomainEvent, event_type
+
+
+@event_type("thread.created")
+class ThreadCreated(DomainEvent, frozen=True, kw_only=True):
+    title: str
+    metadata: dict[str, str]
+
+
+@event_type("thread.renamed")
+class ThreadRenamed(DomainEvent, frozen=True, kw_only=True):
+    title: str
+
+
+@event_type("thread.deleted")
+class ThreadDeleted(DomainEvent, frozen=True, kw_only=True):
+    pass
+
+
+@event_type("thread.message_added")
+class MessageAdded(DomainEvent, frozen=True, kw_only=True):
+    message_id: str
+    role: str
+    content: str
+    domain_hints: list[str] = []
+    tier: str | None = None
+    tools_invoked: list[str] = []
+    episode_id: str | None = None
+    client: Client | None = None
+    # Caller-supplied string labels, kept apart from the keys NOME itself sets.
+    attributes: dict[str, str] = {}

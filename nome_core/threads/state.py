@@ -1,0 +1,41 @@
+"""Thread state folded from its events: just what commands on a thread must check."""
+
+from __future__ import annotations
+
+import msgspec
+
+from nome_core.eventstore import Event
+from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted, ThreadRenamed
+
+
+class ThreadState(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    tenant_id: str
+    title: str
+    metadata: dict[str, str]
+    created_at: str
+    updated_at: str
+    message_count: int = 0
+    deleted: bool = False
+
+
+def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
+    match event.data:
+        case ThreadCreated(title=title, metadata=metadata):
+            return ThreadState(
+                id=event.stream_id,
+                tenant_id=event.tenant_id,
+                title=title,
+                metadata=metadata,
+                created_at=event.at,
+                updated_at=event.at,
+            )
+        case ThreadRenamed(title=title) if state is not None:
+            return msgspec.structs.replace(state, title=title, updated_at=event.at)
+        case ThreadDeleted() if state is not None:
+            return msgspec.structs.replace(state, deleted=True, updated_at=event.at)
+        case MessageAdded() if state is not None:
+            return msgspec.structs.replace(
+                state, message_count=state.message_count + 1, updated_at=event.at
+            )
+    return state
