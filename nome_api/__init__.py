@@ -1,0 +1,3 @@
+"""NOME HTTP API (Litestar)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,202 @@
+"""The one error map: every failure becomes the error body of API.md §0."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from nome_core.errors import DomainError
+
+log = structlog.get_logger("nome.api")
+
+CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    402: "payment_required",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    410: "gone",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+    500: "internal",
+    503: "unavailable",
+}
+
+STATUS_OF_CODE: dict[str, int] = {
+    "bad_request": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "forbidden": 403,
+    "validation_failed": 422,
+    "gone": 410,
+}
+
+
+class Issue(msgspec.Struct):
+    path: list[str | int]
+    message: str
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """The error body of every 4xx and 5xx."""
+
+    error: str
+    code: str
+    request_id: str | None = None
+    issues: list[Issue] | None = None
+    active_run_id: str | None = None
+
+
+class ApiError(Exception):
+    """Raised by routes and middleware for an error answer."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        issues: list[Issue] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or CODES.get(status, "bad_request")
+        self.issues = issues
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def error_response(request: Request[Any, Any, Any] | None, error: ApiError) -> Response[Any]:
+    body = ErrorBody(
+        error=error.message,
+        code=error.code,
+        request_id=request_id_of(request),
+        issues=error.issues,
+        active_run_id=error.extra.get("active_run_id"),
+    )
+    headers = dict(error.headers)
+    if error.status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=error.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def request_id_of(request: Request[Any, Any, Any] | None) -> str | None:
+    if request is None:
+        return None
+    return request.scope.get("state", {}).get("request_id")  # type: ignore[no-any-return]
+
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
+
+
+def issues_from_msgspec(text: str, *, strip: str = "") -> list[Issue]:
+    """Turn a msgspec ValidationError text into an issue with a JSON path."""
+    match = _AT.match(text)
+    message, raw_path = (match.group("message"), match.group("path") or "") if match else (text, "")
+    if strip and raw_path.startswith(strip):
+        raw_path = raw_path[len(strip) :]
+    path: list[str | int] = []
+    for name, index in _PART.findall(raw_path):
+        path.append(name if name else int(index))
+    return [Issue(path=path, message=message)]
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    cause = exc.__cause__
+    if isinstance(cause, msgspec.ValidationError):
+        text = str(cause)
+        if "missing required field `data`" in text:
+            return error_response(request, ApiError(400, "a JSON request body is required"))
+        issues = issues_from_msgspec(text, strip=".data")
+        return error_response(request, ApiError(422, "the request is not valid", issues=issues))
+    issues = [
+        Issue(path=[str(item.get("key", ""))], message=str(item.get("message", "")))
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(item, dict)
+    ]
+    if issues and any(
+        isinstance(item, dict) and item.get("source") in ("query", "path", "header")
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+    ):
+        return error_response(request, ApiError(400, "invalid request parameters", issues=issues))
+    return error_response(request, ApiError(400, str(exc.detail)))
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    message = str(exc.detail) if exc.detail else CODES.get(status, "error")
+    if status == 404:
+        message = "no such route"
+    elif status == 405:
+        message = f"method {request.method} is not allowed here"
+    elif status == 413:
+        message = "the request body is too large"
+    headers = dict(exc.headers or {})
+    return error_response(request, ApiError(status, message, headers=headers))
+
+
+def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    status = STATUS_OF_CODE.get(exc.code, 400)
+    return error_response(
+        request, ApiError(status, exc.message, code=exc.code, extra=dict(exc.details))
+    )
+
+
+def _api(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
+    return error_response(request, exc)
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled_error", path=request.url.path, request_id=request_id_of(request))
+    return Response(
+        content=msgspec.json.encode(
+            ErrorBody(error="internal error", code="internal", request_id=request_id_of(request))
+        ),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+        media_type="application/json",
+    )
+
+
+def _unauthorized(
+    request: Request[Any, Any, Any], exc: NotAuthorizedException
+) -> Response[Any]:
+    return error_response(request, ApiError(401, str(exc.detail) or "unauthorized"))
+
+
+def _forbidden(request: Request[Any, Any, Any], exc: PermissionDeniedException) -> Response[Any]:
+    return error_response(request, ApiError(403, str(exc.detail) or "forbidden"))
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ApiError: _api,
+    DomainError: _domain,
+    ValidationException: _validation,
+    NotAuthorizedException: _unauthorized,
+    PermissionDeniedException: _forbidden,
+    HTTPException: _http,
+    Exception: _internal,
+}

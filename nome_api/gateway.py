@@ -1,0 +1,262 @@
+"""The gate every request passes: request id, build identity, auth, rate limit, logging,
+and read-your-writes waits.
+
+One middleware and, for an API key, one Redis round trip (key lookup, rate-limit counter
+and client counter pipelined together): this runs on every request, so it is kept lean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+import uuid
+from typing import Any
+
+import msgspec
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from nome_api.errors import ApiError, error_response
+from nome_api.oidc import InvalidToken, OidcVerifier
+from nome_api.runtime import Runtime
+from nome_core.eventstore import Client, Meta
+from nome_core.keys import secrets as key_secrets
+from nome_core.keys.roles import effective_roles
+from nome_core.tenants.state import tenant_id_for
+from projections.keys import Principal
+
+log = structlog.get_logger("nome.http")
+
+_PRINTABLE = re.compile(r"^[\x20-\x7e]{1,64}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_CLIENT_HEADERS = (
+    (b"x-nome-client-surface", "surface"),
+    (b"x-nome-client-version", "version"),
+    (b"x-nome-client-revision", "revision"),
+)
+_decode_principal = msgspec.json.Decoder(Principal).decode
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """The authenticated caller of a request."""
+
+    key_id: str
+    tenant_id: str
+    name: str
+    roles: frozenset[str]
+    meta: Meta
+
+    def can(self, role: str) -> bool:
+        return role in self.roles
+
+
+def gateway(runtime: Runtime) -> Any:
+    """Build the middleware factory for this runtime."""
+    verifier = (
+        OidcVerifier(
+            issuer=runtime.settings.oidc_issuer or "",
+            audience=runtime.settings.oidc_audience or "",
+            jwks_url=runtime.settings.oidc_jwks_url or "",
+        )
+        if runtime.settings.auth == "oidc"
+        else None
+    )
+    prefix = runtime.settings.redis_prefix
+    limit = runtime.settings.rate_limit
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+            headers = dict(scope["headers"])
+            rid = headers.get(b"x-request-id", b"").decode("latin-1")
+            request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+            state["request_id"] = request_id
+            status_holder = [500]
+
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status_holder[0] = message["status"]
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"x-request-id", request_id.encode()),
+                    ]
+                await send(message)
+
+            try:
+                handler = scope.get("route_handler")
+                opt = getattr(handler, "opt", {}) or {}
+                client = _client_identity(headers)
+                state["client"] = client
+                if not opt.get("public"):
+                    caller = await _authenticate(
+                        runtime, verifier, headers, client, request_id, prefix, limit
+                    )
+                    state["caller"] = caller
+                    role = opt.get("role", "viewer")
+                    if not caller.can(role):
+                        raise ApiError(403, f"this needs the {role} role")
+                    min_position = headers.get(b"x-nome-min-position")
+                    if min_position is not None and scope["method"] == "GET":
+                        await wait_for_position(runtime, _position(min_position))
+                await app(scope, receive, send_with_id)
+            except ApiError as error:
+                from litestar import Request
+
+                response = error_response(Request(scope), error)
+                await response(scope, receive, send_with_id)
+            finally:
+                caller = state.get("caller")
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status_holder[0],
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    request_id=request_id,
+                    tenant=caller.tenant_id if caller else None,
+                )
+
+        return middleware
+
+    return factory
+
+
+def _client_identity(headers: dict[bytes, bytes]) -> Client:
+    values: dict[str, str] = {}
+    for header, field in _CLIENT_HEADERS:
+        raw = headers.get(header)
+        if raw is None:
+            continue
+        text = raw.decode("latin-1")
+        if not _PRINTABLE.match(text):
+            raise ApiError(
+                400, f"{header.decode()} must be 1 to 64 printable ASCII characters"
+            )
+        values[field] = text
+    return Client(**values)
+
+
+def _position(raw: bytes) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ApiError(400, "X-Nome-Min-Position must be a non-negative integer")
+    return value
+
+
+async def wait_for_position(runtime: Runtime, position: int) -> None:
+    """Wait until every read model has processed `position` (read-your-writes)."""
+    keys = [runtime.runner.tracking.position(p.name) for p in runtime.read_models.all]
+    deadline = time.monotonic() + runtime.settings.min_position_wait_s
+    delay = 0.001
+    while True:
+        values = await runtime.redis.mget(keys)
+        if all(int(v or 0) >= position for v in values):
+            return
+        if time.monotonic() >= deadline:
+            raise ApiError(
+                503,
+                f"the read models have not reached position {position} yet",
+                headers={"Retry-After": "1"},
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+async def _authenticate(
+    runtime: Runtime,
+    verifier: OidcVerifier | None,
+    headers: dict[bytes, bytes],
+    client: Client,
+    request_id: str,
+    prefix: str,
+    limit: int,
+) -> Caller:
+    raw = headers.get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = raw.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing bearer token")
+    token = token.strip()
+    meta_client = client
+    if verifier is not None and not token.startswith(key_secrets.PREFIX):
+        principal = await _from_jwt(verifier, token)
+        identity = principal.key_id
+        rate_key, principal_raw = _rate_key(prefix, identity), None
+        pipe = runtime.redis.pipeline(transaction=False)
+    else:
+        if not key_secrets.is_well_formed(token):
+            raise ApiError(401, "invalid API key")
+        digest = key_secrets.digest(token)
+        rate_key = _rate_key(prefix, digest)
+        pipe = runtime.redis.pipeline(transaction=False)
+        pipe.get(runtime.read_models.keys.by_hash(digest))
+        principal = None
+    pipe.incr(rate_key)
+    pipe.expire(rate_key, 120)
+    results = await pipe.execute()
+    if principal is None:
+        principal_raw = results[0]
+        if principal_raw is None:
+            if await _keys_catching_up(runtime):
+                raise ApiError(503, "the service is starting up", headers={"Retry-After": "1"})
+            raise ApiError(401, "invalid or revoked API key")
+        # Looked up by the key's SHA-256, so no comparison of the secret itself happens here.
+        principal = _decode_principal(principal_raw)
+    count = int(results[-2])
+    if count > limit:
+        retry = 60 - int(time.time()) % 60
+        raise ApiError(429, "rate limit exceeded", headers={"Retry-After": str(retry)})
+    if client.surface or client.version or client.revision:
+        await _count_client(runtime, principal.tenant_id, client)
+    return Caller(
+        key_id=principal.key_id,
+        tenant_id=principal.tenant_id,
+        name=principal.name,
+        roles=effective_roles(principal.roles),
+        meta=Meta(principal=principal.key_id, client=meta_client, request_id=request_id),
+    )
+
+
+def _rate_key(prefix: str, identity: str) -> str:
+    window = int(time.time()) // 60
+    return f"{prefix}rl:{hashlib.sha256(identity.encode()).hexdigest()[:24]}:{window}"
+
+
+async def _keys_catching_up(runtime: Runtime) -> bool:
+    status = await runtime.redis.get(runtime.runner.tracking.status(runtime.read_models.keys.name))
+    return status != b"live"
+
+
+async def _from_jwt(verifier: OidcVerifier, token: str) -> Principal:
+    try:
+        claims = await asyncio.to_thread(verifier.verify, token)
+    except InvalidToken as exc:
+        raise ApiError(401, f"invalid token: {exc}") from exc
+    tenant = str(claims.get("nome_tenant") or "")
+    roles = claims.get("nome_roles") or []
+    if not tenant or not isinstance(roles, list):
+        raise ApiError(401, "the token has no nome_tenant or nome_roles claim")
+    return Principal(
+        key_id=f"oidc:{claims.get('sub', '')}",
+        tenant_id=tenant if _UUID.match(tenant) else tenant_id_for(tenant),
+        name=str(claims.get("sub", "")),
+        roles=[str(r) for r in roles],
+    )
+
+
+async def _count_client(runtime: Runtime, tenant_id: str, client: Client) -> None:
+    field = "\x1f".join([client.surface or "", client.version or "", client.revision or ""])
+    base = f"{runtime.settings.redis_prefix}clients:{tenant_id}"
+    pipe = runtime.redis.pipeline(transaction=False)
+    pipe.hincrby(f"{base}:requests", field, 1)
+    pipe.hset(f"{base}:seen", field, runtime.clock.now())
+    await pipe.execute()

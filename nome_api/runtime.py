@@ -1,0 +1,104 @@
+"""Wires one process: event store, writer, application, Redis, projector, per role."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+import structlog
+
+from nome_api.settings import Settings
+from nome_core.application import Actor, Application
+from nome_core.clock import Clock, SystemClock
+from nome_core.eventstore import EventStore
+from nome_core.keys import secrets as key_secrets
+from nome_core.tenants.state import tenant_id_for
+from nome_core.writer import GroupCommitWriter
+from projections.engine import ProjectionRunner
+from projections.listen import LogListener
+from projections.redis_store import connect, connect_async
+from projections.registry import ReadModels
+
+log = structlog.get_logger("nome.runtime")
+
+ROLES = ("api", "projector", "worker")
+
+
+class Runtime:
+    """Everything one NOME process runs; `roles` says which parts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        roles: Iterable[str] = ROLES,
+        *,
+        clock: Clock | None = None,
+        migrate: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.roles = frozenset(roles)
+        self.clock = clock or SystemClock()
+        settings.prepare_paths()
+        self.store = EventStore(
+            settings.database_url, schema=settings.database_schema, create_table=migrate
+        )
+        self.writer = GroupCommitWriter(self.store)
+        self.app = Application(self.store, self.writer, self.clock)
+        self.read_models = ReadModels(settings.redis_prefix)
+        self.redis = connect_async(settings.redis_url)
+        self.redis_sync = connect(settings.redis_url)
+        self.runner = ProjectionRunner(
+            self.store, self.redis_sync, self.read_models.all, prefix=settings.redis_prefix
+        )
+        self.listener = (
+            LogListener(settings.database_url, self.store.channel)
+            if self.store.is_postgres
+            else None
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.writer.start()
+        if "projector" in self.roles:
+            self.writer.on_commit(self.runner.wake)
+            if self.listener is not None:
+                self.listener.subscribe(self.runner.wake)
+            self.runner.start()
+        if self.listener is not None and self.listener.callbacks:
+            self.listener.start()
+        if self.settings.bootstrap_admin_key:
+            await self.bootstrap_admin(self.settings.bootstrap_admin_key)
+        log.info("runtime_started", roles=sorted(self.roles), database=self.store.url.split("@")[-1],
+                 redis=self.settings.redis_url.split("@")[-1])
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self.listener is not None:
+            self.listener.stop()
+        if "projector" in self.roles:
+            await asyncio.to_thread(self.runner.stop)
+        self.writer.stop()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        self.redis_sync.close()
+        self.store.close()
+
+    async def bootstrap_admin(self, raw_key: str) -> None:
+        """First start: tenant `default` with this admin key, unless a tenant exists."""
+        if not key_secrets.is_well_formed(raw_key):
+            raise ValueError("NOME_BOOTSTRAP_ADMIN_KEY must look like nome_sk_ + 43 url-safe chars")
+        exists = await asyncio.to_thread(
+            self.store.recorder.select_notifications, None, 1, None, ["tenant.created"]
+        )
+        if exists:
+            return
+        await self.app.create_tenant("default")
+        actor = Actor(tenant_id_for("default"))
+        await self.app.create_key(actor, "bootstrap admin", ["admin"], raw_key=raw_key)
+        log.info("bootstrap_admin_created", tenant="default")

@@ -1,0 +1,88 @@
+"""Configuration, from the environment only (API.md §9)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import msgspec
+
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every NOME_* setting with its default."""
+
+    database_url: str = "sqlite:///./.nome/events.db"
+    # Postgres schema for the events table; tests and benchmarks use one per run.
+    database_schema: str | None = None
+    redis_url: str = "memory://"
+    redis_prefix: str = "nome:"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    bootstrap_admin_key: str | None = None
+    auth: str = "keys"
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    model_provider: str = "scripted"
+    log_format: str = "console"
+    log_level: str = "info"
+    rate_limit: int = 600
+    max_body_bytes: int = 1024 * 1024
+    sse_heartbeat_s: float = 15.0
+    min_position_wait_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get("NOME_" + field.name.upper())
+            if raw is not None and raw != "":
+                values[field.name] = raw
+        settings = msgspec.convert(values, cls, strict=False)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.database_schema is not None and not _SCHEMA.match(self.database_schema):
+            raise ValueError("NOME_DATABASE_SCHEMA must be a lower-case SQL identifier")
+        if self.auth not in ("keys", "oidc"):
+            raise ValueError("NOME_AUTH must be 'keys' or 'oidc'")
+        if self.auth == "oidc" and not (
+            self.oidc_issuer and self.oidc_audience and self.oidc_jwks_url
+        ):
+            raise ValueError(
+                "NOME_AUTH=oidc needs NOME_OIDC_ISSUER, NOME_OIDC_AUDIENCE and NOME_OIDC_JWKS_URL"
+            )
+        if self.log_format not in ("console", "json"):
+            raise ValueError("NOME_LOG_FORMAT must be 'console' or 'json'")
+
+    def prepare_paths(self) -> None:
+        """Create the directory of a SQLite database file."""
+        if self.database_url.startswith("sqlite:///"):
+            path = self.database_url[len("sqlite:///") :]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def revision() -> str:
+    """The VCS revision of the running code, when there is one."""
+    env = os.environ.get("NOME_REVISION")
+    if env:
+        return env
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=2,
+            cwd=Path(__file__).parent,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"

@@ -1,0 +1,1 @@
+"""NOME read side: Redis read models built from the event log."""

@@ -1,0 +1,319 @@
+"""The projection engine: follow the global log, keep Redis read models, exactly once.
+
+Each projection's changes for a batch of events go to Redis in one Lua script together with
+its new position, and the script applies them only if the stored position is still the one
+the batch started from and this runner still holds the projection's lease. A redelivered or
+concurrently applied batch therefore changes nothing. Positions advance over every event,
+not only the types a projection folds, so "has position N been processed" is always
+answerable.
+
+A stored position of 0 means "start from scratch": the runner wipes the projection's keys
+and rebuilds. That is how a rebuild is requested, and how an emptied Redis heals itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import redis
+import structlog
+
+from nome_core.eventstore import Event, EventStore, to_event
+
+log = structlog.get_logger("nome.projections")
+
+# KEYS: position, status, lease. ARGV: expected position, new position, status, lease owner,
+# then the ops, each as <argument count> <command> <arguments...>. Both checks come before
+# the first write, because Redis does not undo a script that fails halfway.
+_APPLY = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current ~= tonumber(ARGV[1]) then return {0, current} end
+if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {-1, current} end
+local i = 5
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+return {1, tonumber(ARGV[2])}
+"""
+
+# KEYS: lease. ARGV: owner, ttl ms. Take the lease if free, renew it if ours.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+Value = str | bytes | int | float
+
+
+class View:
+    """One projection's pending changes for a batch, readable before they are applied."""
+
+    def __init__(self, client: redis.Redis, *, fresh: bool) -> None:
+        self._client = client
+        # After a wipe the projection's keys are known to be empty: no need to ask Redis.
+        self._fresh = fresh
+        self._strings: dict[str, bytes | None] = {}
+        self.ops: list[Value] = []
+
+    def get(self, key: str) -> bytes | None:
+        if key not in self._strings:
+            self._strings[key] = None if self._fresh else self._client.get(key)
+        return self._strings[key]
+
+    def set(self, key: str, value: bytes) -> None:
+        self._strings[key] = value
+        self._op("SET", key, value)
+
+    def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._strings[key] = None
+        self._op("DEL", *keys)
+
+    def zadd(self, key: str, score: float, member: str) -> None:
+        self._op("ZADD", key, score, member)
+
+    def zrem(self, key: str, member: str) -> None:
+        self._op("ZREM", key, member)
+
+    def hset(self, key: str, field: str, value: bytes) -> None:
+        self._op("HSET", key, field, value)
+
+    def hdel(self, key: str, field: str) -> None:
+        self._op("HDEL", key, field)
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self._op("HINCRBY", key, field, amount)
+
+    def sadd(self, key: str, member: str) -> None:
+        self._op("SADD", key, member)
+
+    def srem(self, key: str, member: str) -> None:
+        self._op("SREM", key, member)
+
+    def _op(self, command: str, *args: Value) -> None:
+        self.ops.append(len(args) + 1)
+        self.ops.append(command)
+        self.ops.extend(args)
+
+
+class Projection(ABC):
+    """A read model: which event types it folds and how each changes its keys."""
+
+    name: str
+    types: frozenset[str]
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = f"{prefix}v:{self.name}:"
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @abstractmethod
+    def apply(self, event: Event, view: View) -> None:
+        """Record the event's change in `view`; pure apart from view reads."""
+
+
+class Tracking:
+    """Where the projections' bookkeeping lives in Redis."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def position(self, name: str) -> str:
+        return f"{self.prefix}proj:{name}:position"
+
+    def status(self, name: str) -> str:
+        return f"{self.prefix}proj:{name}:status"
+
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}proj:{name}:lease"
+
+
+class ProjectionRunner:
+    """Catches projections up with the log in batches, then follows it live."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        client: redis.Redis,
+        projections: Sequence[Projection],
+        *,
+        prefix: str,
+        page: int = 500,
+        poll_interval: float = 0.25,
+        lease_ms: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.projections = list(projections)
+        self.tracking = Tracking(prefix)
+        self.page = page
+        self.poll_interval = poll_interval
+        self.lease_ms = lease_ms
+        self.owner = uuid.uuid4().hex
+        self._apply = client.register_script(_APPLY)
+        self._lease = client.register_script(_LEASE)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.applied_events = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="nome-projector", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        for projection in self.projections:
+            self._release(projection.name)
+
+    def wake(self, _position: int | None = None) -> None:
+        """Something was appended: look at the log now rather than at the next poll."""
+        self._wake.set()
+
+    def run(self) -> None:
+        """Follow the log until stopped. The poll doubles as the watchdog for lost wake-ups."""
+        log.info("projector_started", projections=[p.name for p in self.projections])
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                moved = self.step()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("projector_unavailable", error=str(exc))
+                self._stop.wait(1.0)
+                continue
+            except Exception:
+                log.exception("projector_failed")
+                self._stop.wait(1.0)
+                continue
+            if not moved:
+                self._wake.wait(self.poll_interval)
+
+    # -- work ---------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Apply at most one page of events to every projection that is behind."""
+        head = self.store.head()
+        mine = [p for p in self.projections if self._hold(p.name)]
+        if not mine:
+            return 0
+        positions = self.positions([p.name for p in mine])
+        for projection in mine:
+            if positions[projection.name] == 0 and head > 0:
+                self._wipe(projection)
+        behind = [p for p in mine if positions[p.name] < head]
+        if not behind:
+            self._mark_live(mine, positions)
+            return 0
+        start = min(positions[p.name] for p in behind)
+        rows = self.store.read(start, self.page, upto=head)
+        if not rows:
+            return 0
+        events = [to_event(row.state, row.position) for row in rows]
+        last = rows[-1].position
+        for projection in behind:
+            pending = [e for e in events if e.position and e.position > positions[projection.name]]
+            self._commit(projection, positions[projection.name], pending, last, head)
+        self.applied_events += len(events)
+        return len(events)
+
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Apply everything up to the current head (CLI rebuilds, tests)."""
+        while True:
+            moved = self.step()
+            if progress is not None:
+                progress(min(self.positions([p.name for p in self.projections]).values()),
+                         self.store.head())
+            if not moved and self.caught_up():
+                return
+
+    def caught_up(self) -> bool:
+        head = self.store.head()
+        return all(pos >= head for pos in self.positions([p.name for p in self.projections]).values())
+
+    def positions(self, names: Iterable[str]) -> dict[str, int]:
+        names = list(names)
+        values = self.client.mget([self.tracking.position(n) for n in names])
+        return {n: int(v or 0) for n, v in zip(names, values, strict=True)}
+
+    def request_rebuild(self, name: str) -> None:
+        """Forget a projection's position; whichever runner holds it rebuilds from scratch."""
+        pipe = self.client.pipeline()
+        pipe.delete(self.tracking.position(name))
+        pipe.set(self.tracking.status(name), "rebuilding")
+        pipe.execute()
+
+    def _commit(
+        self, projection: Projection, expected: int, events: list[Event], last: int, head: int
+    ) -> None:
+        view = View(self.client, fresh=expected == 0)
+        for event in events:
+            if event.type in projection.types:
+                projection.apply(event, view)
+        status = "live" if last >= head else "catching_up"
+        outcome, stored = self._apply(
+            keys=[
+                self.tracking.position(projection.name),
+                self.tracking.status(projection.name),
+                self.tracking.lease(projection.name),
+            ],
+            args=[expected, last, status, self.owner, *view.ops],
+        )
+        if outcome != 1:
+            # Someone else moved the position (or took the lease): start over from theirs.
+            log.info("projection_batch_rejected", projection=projection.name, expected=expected,
+                     stored=stored, lost_lease=outcome == -1)
+
+    def _mark_live(self, projections: list[Projection], positions: dict[str, int]) -> None:
+        pipe = self.client.pipeline()
+        for projection in projections:
+            pipe.set(self.tracking.status(projection.name), "live")
+        pipe.execute()
+
+    def _wipe(self, projection: Projection) -> None:
+        started = time.perf_counter()
+        removed = 0
+        for chunk in _chunks(self.client.scan_iter(match=projection.prefix + "*", count=1000), 500):
+            removed += self.client.unlink(*chunk)
+        self.client.set(self.tracking.status(projection.name), "rebuilding")
+        log.info("projection_wiped", projection=projection.name, keys=removed,
+                 ms=round((time.perf_counter() - started) * 1000, 1))
+
+    def _hold(self, name: str) -> bool:
+        return bool(self._lease(keys=[self.tracking.lease(name)], args=[self.owner, self.lease_ms]))
+
+    def _release(self, name: str) -> None:
+        key = self.tracking.lease(name)
+        if self.client.get(key) == self.owner.encode():
+            self.client.delete(key)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

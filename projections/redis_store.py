@@ -1,0 +1,41 @@
+"""Redis connections for the read side: a real server, or the in-process store of `memory://`."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+import redis.asyncio
+
+_memory_servers: dict[str, Any] = {}
+_memory_lock = threading.Lock()
+
+
+def _memory_server(url: str) -> Any:
+    # One in-process server per URL, shared by the sync projector and the async API clients.
+    import fakeredis
+
+    with _memory_lock:
+        server = _memory_servers.get(url)
+        if server is None:
+            server = _memory_servers[url] = fakeredis.FakeServer()
+        return server
+
+
+def connect(url: str) -> redis.Redis:
+    """A synchronous client (projector thread, CLI)."""
+    if url.startswith("memory://"):
+        import fakeredis
+
+        return fakeredis.FakeRedis(server=_memory_server(url))
+    return redis.Redis.from_url(url)
+
+
+def connect_async(url: str) -> redis.asyncio.Redis:
+    """An asyncio client (API handlers)."""
+    if url.startswith("memory://"):
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=_memory_server(url))
+    return redis.asyncio.Redis.from_url(url, max_connections=64)
