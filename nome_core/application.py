@@ -87,7 +87,9 @@ class Application:
 
     # -- infrastructure ---------------------------------------------------------------
 
-    def load(self, stream_id: str, evolve: Callable[[S | None, Event], S | None]) -> Loaded[S | None]:
+    def load(
+        self, stream_id: str, evolve: Callable[[S | None, Event], S | None]
+    ) -> Loaded[S | None]:
         """The stream's current state (cached, then fast-forwarded from the log)."""
         key = (stream_id, evolve)
         with self._cache_lock:

@@ -242,14 +242,18 @@ class ProjectionRunner:
         while True:
             moved = self.step()
             if progress is not None:
-                progress(min(self.positions([p.name for p in self.projections]).values()),
-                         self.store.head())
+                progress(
+                    min(self.positions([p.name for p in self.projections]).values()),
+                    self.store.head(),
+                )
             if not moved and self.caught_up():
                 return
 
     def caught_up(self) -> bool:
         head = self.store.head()
-        return all(pos >= head for pos in self.positions([p.name for p in self.projections]).values())
+        return all(
+            pos >= head for pos in self.positions([p.name for p in self.projections]).values()
+        )
 
     def positions(self, names: Iterable[str]) -> dict[str, int]:
         names = list(names)
@@ -281,8 +285,13 @@ class ProjectionRunner:
         )
         if outcome != 1:
             # Someone else moved the position (or took the lease): start over from theirs.
-            log.info("projection_batch_rejected", projection=projection.name, expected=expected,
-                     stored=stored, lost_lease=outcome == -1)
+            log.info(
+                "projection_batch_rejected",
+                projection=projection.name,
+                expected=expected,
+                stored=stored,
+                lost_lease=outcome == -1,
+            )
 
     def _mark_live(self, projections: list[Projection], positions: dict[str, int]) -> None:
         pipe = self.client.pipeline()
@@ -296,8 +305,12 @@ class ProjectionRunner:
         for chunk in _chunks(self.client.scan_iter(match=projection.prefix + "*", count=1000), 500):
             removed += self.client.unlink(*chunk)
         self.client.set(self.tracking.status(projection.name), "rebuilding")
-        log.info("projection_wiped", projection=projection.name, keys=removed,
-                 ms=round((time.perf_counter() - started) * 1000, 1))
+        log.info(
+            "projection_wiped",
+            projection=projection.name,
+            keys=removed,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
 
     def _hold(self, name: str) -> bool:
         return bool(self._lease(keys=[self.tracking.lease(name)], args=[self.owner, self.lease_ms]))

@@ -41,6 +41,9 @@ class MessageMetadata(msgspec.Struct, kw_only=True):
     client: Client | None = None
 
 
+RESERVED_METADATA = frozenset(MessageMetadata.__struct_fields__)
+
+
 class MessageView(msgspec.Struct, kw_only=True):
     """A message as the API returns it."""
 
@@ -131,9 +134,7 @@ class ThreadsProjection(Projection):
                     view.hset(self.messages(tenant, thread_id), added.message_id, _encode(message))
                     view.zadd(self.message_order(tenant, thread_id), event.seq, added.message_id)
 
-    def _update(
-        self, view: View, event: Event, *, message_delta: int = 0, **changes: Any
-    ) -> bool:
+    def _update(self, view: View, event: Event, *, message_delta: int = 0, **changes: Any) -> bool:
         raw = view.get(self.doc(event.tenant_id, event.stream_id))
         if raw is None:
             return False  # deleted: the tombstone keeps it out of every read model

@@ -17,6 +17,8 @@ class ThreadState(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: str
     message_count: int = 0
     deleted: bool = False
+    last_run_id: str | None = None
+    active_run_id: str | None = None
 
 
 def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:

@@ -1,0 +1,56 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from nome_api import __version__
+from nome_api.errors import EXCEPTION_HANDLERS
+from nome_api.gateway import gateway
+from nome_api.routes import admin, threads
+from nome_api.routes.bootstrap import bootstrap
+from nome_api.routes.health import health
+from nome_api.runtime import ROLES, Runtime
+from nome_api.settings import Settings
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    roles: Iterable[str] = ROLES,
+    runtime: Runtime | None = None,
+) -> Litestar:
+    """An app for these settings. Processes without the `api` role serve only health."""
+    runtime = runtime or Runtime(settings or Settings.from_env(), roles)
+
+    async def start(_app: Litestar) -> None:
+        await runtime.start()
+
+    async def stop(_app: Litestar) -> None:
+        await runtime.stop()
+
+    handlers: list[object] = [health]
+    if "api" in runtime.roles:
+        handlers += [bootstrap, threads.router, admin.router]
+    return Litestar(
+        route_handlers=handlers,  # type: ignore[arg-type]
+        middleware=[gateway(runtime)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        on_startup=[start],
+        on_shutdown=[stop],
+        state=State({"runtime": runtime}),
+        openapi_config=OpenAPIConfig(
+            title="NOME",
+            version=__version__,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        request_max_body_size=runtime.settings.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,32 @@
+"""Per-request access to the process runtime and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+
+from nome_api.gateway import Caller
+from nome_api.runtime import Runtime
+from nome_core.application import Actor
+
+Req = Request[Any, Any, Any]
+
+
+def runtime_of(request: Req) -> Runtime:
+    return request.app.state["runtime"]  # type: ignore[no-any-return]
+
+
+def caller_of(request: Req) -> Caller:
+    return request.scope["state"]["caller"]  # type: ignore[no-any-return]
+
+
+def actor_of(request: Req) -> Actor:
+    caller = caller_of(request)
+    return Actor(caller.tenant_id, caller.meta)
+
+
+def json_bytes(body: bytes, *, status: int = 200, position: int | None = None) -> Response[bytes]:
+    """A JSON response from ready bytes; commands add the log position they reached."""
+    headers = {"X-Nome-Position": str(position)} if position is not None else {}
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
