@@ -12,7 +12,8 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from nome_api import __version__
 from nome_api.errors import EXCEPTION_HANDLERS
 from nome_api.gateway import gateway
-from nome_api.routes import admin, threads
+from nome_api.routes import admin, agents, runs, threads
+from nome_api.routes.events import workspace_events
 from nome_api.routes.bootstrap import bootstrap
 from nome_api.routes.health import health
 from nome_api.runtime import ROLES, Runtime
@@ -36,7 +37,14 @@ def create_app(
 
     handlers: list[object] = [health]
     if "api" in runtime.roles:
-        handlers += [bootstrap, threads.router, admin.router]
+        handlers += [
+            bootstrap,
+            threads.router,
+            admin.router,
+            agents.router,
+            runs.router,
+            workspace_events,
+        ]
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         middleware=[gateway(runtime)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import msgspec
@@ -14,7 +15,6 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from nome_core.errors import DomainError
 
@@ -85,14 +85,19 @@ class ApiError(Exception):
 
 
 def error_response(request: Request[Any, Any, Any] | None, error: ApiError) -> Response[Any]:
+    headers = dict(error.headers)
+    request_id = request_id_of(request)
+    if request_id is None:
+        # Routing failures (404, 405) are answered before the gateway gives the request an id.
+        request_id = uuid.uuid4().hex
+        headers["X-Request-Id"] = request_id
     body = ErrorBody(
         error=error.message,
         code=error.code,
-        request_id=request_id_of(request),
+        request_id=request_id,
         issues=error.issues,
         active_run_id=error.extra.get("active_run_id"),
     )
-    headers = dict(error.headers)
     if error.status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
     return Response(
@@ -110,7 +115,9 @@ def request_id_of(request: Request[Any, Any, Any] | None) -> str | None:
 
 
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+# `[...]` is msgspec's "some key of this object": the path stops at the object.
 _PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
 
 
 def issues_from_msgspec(text: str, *, strip: str = "") -> list[Issue]:
@@ -121,11 +128,27 @@ def issues_from_msgspec(text: str, *, strip: str = "") -> list[Issue]:
         raw_path = raw_path[len(strip) :]
     path: list[str | int] = []
     for name, index in _PART.findall(raw_path):
-        path.append(name if name else int(index))
+        if name:
+            path.append(name)
+        elif index:
+            path.append(int(index))
+    unknown = _UNKNOWN_FIELD.match(message)
+    if unknown:
+        path.append(unknown.group("name"))
     return [Issue(path=path, message=message)]
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    extra = [
+        item
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(item, dict)
+    ]
+    # Query, path and header parameters are the request line, not a body to validate: 400.
+    params = [item for item in extra if item.get("source") in ("query", "path", "header")]
+    if params:
+        names = ", ".join(f"{item.get('key', '')} ({item.get('message', '')})" for item in params)
+        return error_response(request, ApiError(400, f"invalid request parameters: {names}"))
     cause = exc.__cause__
     if isinstance(cause, msgspec.ValidationError):
         text = str(cause)
@@ -133,16 +156,6 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
             return error_response(request, ApiError(400, "a JSON request body is required"))
         issues = issues_from_msgspec(text, strip=".data")
         return error_response(request, ApiError(422, "the request is not valid", issues=issues))
-    issues = [
-        Issue(path=[str(item.get("key", ""))], message=str(item.get("message", "")))
-        for item in (exc.extra if isinstance(exc.extra, list) else [])
-        if isinstance(item, dict)
-    ]
-    if issues and any(
-        isinstance(item, dict) and item.get("source") in ("query", "path", "header")
-        for item in (exc.extra if isinstance(exc.extra, list) else [])
-    ):
-        return error_response(request, ApiError(400, "invalid request parameters", issues=issues))
     return error_response(request, ApiError(400, str(exc.detail)))
 
 
@@ -172,13 +185,7 @@ def _api(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled_error", path=request.url.path, request_id=request_id_of(request))
-    return Response(
-        content=msgspec.json.encode(
-            ErrorBody(error="internal error", code="internal", request_id=request_id_of(request))
-        ),
-        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
-        media_type="application/json",
-    )
+    return error_response(request, ApiError(500, "internal error"))
 
 
 def _unauthorized(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:

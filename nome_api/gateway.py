@@ -109,7 +109,9 @@ def gateway(runtime: Runtime) -> Any:
             except ApiError as error:
                 from litestar import Request
 
-                response = error_response(Request(scope), error)
+                request: Request[Any, Any, Any] = Request(scope)
+                # A Litestar Response is not an ASGI app: render it first.
+                response = error_response(request, error).to_asgi_response(None, request)
                 await response(scope, receive, send_with_id)
             finally:
                 caller = state.get("caller")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 
 import msgspec
@@ -24,13 +25,20 @@ def encode_cursor(position: str) -> str:
     return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> str | None:
+def decode_cursor(cursor: str | None, shape: re.Pattern[str] | None = None) -> str | None:
+    """The position in a cursor; 400 unless it is one this service could have issued."""
     if cursor is None or cursor == "":
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        # validate=True: the lenient decoder drops stray characters, so `%%%` would decode to
+        # "" and quietly restart the walk at the first page.
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        position = raw.decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ApiError(400, "invalid cursor") from None
+    if not position or (shape is not None and not shape.fullmatch(position)):
+        raise ApiError(400, "invalid cursor")
+    return position
 
 
 def page_json(docs: Sequence[bytes], next_cursor: str | None, total: int) -> bytes:

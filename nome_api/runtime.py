@@ -9,11 +9,16 @@ from collections.abc import Iterable
 import structlog
 
 from nome_api.settings import Settings
+from nome_api.streams import LogSignal, StreamHub
+from nome_api.worker.providers import provider_for
+from nome_api.worker.runner import RunWorker
+from nome_api.worker.tools import ToolRunner
 from nome_core.application import Actor, Application
 from nome_core.clock import Clock, SystemClock
 from nome_core.eventstore import EventStore
 from nome_core.keys import secrets as key_secrets
 from nome_core.tenants.state import tenant_id_for
+from nome_core.runs.harness import Harness
 from nome_core.writer import GroupCommitWriter
 from projections.engine import ProjectionRunner
 from projections.listen import LogListener
@@ -34,14 +39,13 @@ class Runtime:
         roles: Iterable[str] = ROLES,
         *,
         clock: Clock | None = None,
-        migrate: bool = True,
     ) -> None:
         self.settings = settings
         self.roles = frozenset(roles)
         self.clock = clock or SystemClock()
         settings.prepare_paths()
         self.store = EventStore(
-            settings.database_url, schema=settings.database_schema, create_table=migrate
+            settings.database_url, schema=settings.database_schema, create_table=settings.migrate
         )
         self.writer = GroupCommitWriter(self.store)
         self.app = Application(self.store, self.writer, self.clock)
@@ -56,6 +60,23 @@ class Runtime:
             if self.store.is_postgres
             else None
         )
+        self.signal = LogSignal()
+        self.hub = StreamHub(self.store, self.signal, heartbeat=settings.sse_heartbeat_s)
+        self.tools = ToolRunner(
+            self.clock,
+            fetch_allow_hosts=frozenset(
+                h.strip() for h in settings.fetch_allow_hosts.split(",") if h.strip()
+            ),
+        )
+        self.worker = RunWorker(
+            self.app,
+            self.redis,
+            self.read_models.runs,
+            Harness(provider_for(settings), self.tools, self.clock),
+            self.clock,
+            prefix=settings.redis_prefix,
+            lease_s=settings.run_lease_s,
+        )
         self._started = False
 
     async def start(self) -> None:
@@ -63,12 +84,19 @@ class Runtime:
             return
         self._started = True
         self.writer.start()
+        self.signal.bind(asyncio.get_running_loop())
+        wakers = [self.signal.poke]
         if "projector" in self.roles:
-            self.writer.on_commit(self.runner.wake)
-            if self.listener is not None:
-                self.listener.subscribe(self.runner.wake)
+            wakers.append(self.runner.wake)
             self.runner.start()
-        if self.listener is not None and self.listener.callbacks:
+        if "worker" in self.roles:
+            wakers.append(self.worker.wake)
+            await self.worker.start()
+        for wake in wakers:
+            self.writer.on_commit(wake)
+            if self.listener is not None:
+                self.listener.subscribe(wake)
+        if self.listener is not None:
             self.listener.start()
         if self.settings.bootstrap_admin_key:
             await self.bootstrap_admin(self.settings.bootstrap_admin_key)
@@ -85,6 +113,8 @@ class Runtime:
         self._started = False
         if self.listener is not None:
             self.listener.stop()
+        if "worker" in self.roles:
+            await self.worker.stop()
         if "projector" in self.roles:
             await asyncio.to_thread(self.runner.stop)
         self.writer.stop()

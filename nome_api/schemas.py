@@ -56,3 +56,53 @@ class PageOf(msgspec.Struct, Generic[T], kw_only=True):
     data: list[T]
     next_cursor: str | None
     total_count: int
+
+
+Tier = Literal["fast", "standard", "deep"]
+Hint = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+UserText = Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+
+
+class CreateRun(Strict):
+    thread_id: str
+    input: UserText
+    agent_id: str | None = None
+    tier: Tier | None = None
+    domain_hints: Annotated[list[Hint], msgspec.Meta(max_length=32)] = []
+    if_busy: Literal["reject", "enqueue"] = "reject"
+
+
+class Chat(Strict):
+    """A run, on a new thread when `thread_id` is absent."""
+
+    input: UserText
+    thread_id: str | None = None
+    agent_id: str | None = None
+    tier: Tier | None = None
+    domain_hints: Annotated[list[Hint], msgspec.Meta(max_length=32)] = []
+    if_busy: Literal["reject", "enqueue"] = "reject"
+
+
+class CancelRun(Strict):
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+
+
+ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class CreateAgent(Strict):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    instructions: Annotated[str, msgspec.Meta(max_length=50_000)]
+    provider: Literal["scripted", "openai"] = "scripted"
+    model: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    tools: Annotated[list[ToolName], msgspec.Meta(max_length=64)] | None = None
+    tier: Tier = "standard"
+
+
+class UpdateAgent(Strict):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    instructions: Annotated[str, msgspec.Meta(max_length=50_000)] | None = None
+    provider: Literal["scripted", "openai"] | None = None
+    model: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    tools: Annotated[list[ToolName], msgspec.Meta(max_length=64)] | None = None
+    tier: Tier | None = None

@@ -28,12 +28,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
     model_provider: str = "scripted"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    # Hosts http.fetch may reach even though they resolve to private addresses.
+    fetch_allow_hosts: str = ""
+    # A worker's claim on a run; another worker takes the run over once it lapses.
+    run_lease_s: float = 15.0
     log_format: str = "console"
     log_level: str = "info"
     rate_limit: int = 600
     max_body_bytes: int = 1024 * 1024
     sse_heartbeat_s: float = 15.0
     min_position_wait_s: float = 5.0
+    # Create tables at start-up. Off when `nome migrate` ran once before many processes start.
+    migrate: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

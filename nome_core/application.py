@@ -9,6 +9,7 @@ on fresh state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,13 +29,21 @@ from nome_core.eventstore import (
     head_of,
     seal,
 )
+from nome_core.agents import decide as agents_decide
+from nome_core.agents import state as agents_state
 from nome_core.keys import decide as keys_decide
 from nome_core.keys import secrets as key_secrets
 from nome_core.keys import state as keys_state
+from nome_core.runs import decide as runs_decide
+from nome_core.runs import scripted as runs_scripted
+from nome_core.runs import state as runs_state
+from nome_core.runs.effects import RunChanged, runs_thread_effects
+from nome_core.runs.events import AgentSnapshot
 from nome_core.tenants import decide as tenants_decide
 from nome_core.tenants import state as tenants_state
 from nome_core.threads import decide as threads_decide
 from nome_core.threads import state as threads_state
+from nome_core.tools.builtin import BUILTIN_TOOLS
 from nome_core.writer import GroupCommitWriter
 
 S = TypeVar("S")
@@ -46,6 +55,16 @@ class Actor(NamedTuple):
 
     tenant_id: str
     meta: Meta = Meta()
+
+
+class Spec(NamedTuple):
+    """One stream a command reads and appends to, and the envelope references it carries."""
+
+    stream_id: str
+    evolve: Evolve
+    thread_id: str | None = None
+    run_id: str | None = None
+    new: bool = False
 
 
 class Loaded(NamedTuple, Generic[S]):
@@ -136,68 +155,86 @@ class Application:
         run_id: str | None = None,
     ) -> Outcome[S | None]:
         """Load, decide, append; decide again on fresh state if another writer won."""
+        spec = Spec(stream_id, evolve, thread_id=thread_id, run_id=run_id, new=new)
+        (outcome,) = await self.execute_many([spec], lambda states: [decide(states[0])], actor)
+        return outcome
+
+    async def execute_many(
+        self,
+        specs: Sequence[Spec],
+        decide: Callable[[list[Any]], Sequence[Sequence[DomainEvent | Draft]]],
+        actor: Actor,
+    ) -> list[Outcome[Any]]:
+        """One command over several streams, appended in one transaction."""
         # Commands on one stream in this process take turns, so they never race each other;
-        # only another process can make the append conflict.
-        lock = self._locks.get(stream_id)
-        if lock is None:
-            lock = self._locks[stream_id] = _CountedLock()
-        lock.users += 1
+        # only another process can make the append conflict. Locks are taken in id order.
+        locks = []
+        for stream_id in sorted({s.stream_id for s in specs}):
+            lock = self._locks.get(stream_id)
+            if lock is None:
+                lock = self._locks[stream_id] = _CountedLock()
+            lock.users += 1
+            locks.append((stream_id, lock))
         try:
-            async with lock:
-                return await self._execute(
-                    stream_id, evolve, decide, actor, new=new, thread_id=thread_id, run_id=run_id
-                )
+            async with contextlib.AsyncExitStack() as stack:
+                for _, lock in locks:
+                    await stack.enter_async_context(lock)
+                return await self._execute(specs, decide, actor)
         finally:
-            lock.users -= 1
-            if lock.users == 0:
-                del self._locks[stream_id]
+            for stream_id, lock in locks:
+                lock.users -= 1
+                if lock.users == 0:
+                    del self._locks[stream_id]
 
     async def _execute(
         self,
-        stream_id: str,
-        evolve: Callable[[S | None, Event], S | None],
-        decide: Callable[[S | None], Sequence[DomainEvent | Draft]],
+        specs: Sequence[Spec],
+        decide: Callable[[list[Any]], Sequence[Sequence[DomainEvent | Draft]]],
         actor: Actor,
-        *,
-        new: bool,
-        thread_id: str | None,
-        run_id: str | None,
-    ) -> Outcome[S | None]:
+    ) -> list[Outcome[Any]]:
         for attempt in range(self.attempts):
-            if new and attempt == 0:
-                loaded: Loaded[S | None] = Loaded(None, Head())
-            else:
-                loaded = await asyncio.to_thread(self.load, stream_id, evolve)
-            drafts = decide(loaded.state)
-            if not drafts:
-                return Outcome(loaded.state, [])
-            events = seal(
-                drafts,
-                stream_id=stream_id,
-                head=loaded.head,
-                tenant_id=actor.tenant_id,
-                thread_id=thread_id,
-                run_id=run_id,
-                meta=actor.meta,
-                clock=self.clock,
-            )
+            loaded = [
+                Loaded(None, Head())
+                if spec.new and attempt == 0
+                else await asyncio.to_thread(self.load, spec.stream_id, spec.evolve)
+                for spec in specs
+            ]
+            decided = decide([item.state for item in loaded])
+            sealed = [
+                seal(
+                    drafts,
+                    stream_id=spec.stream_id,
+                    head=item.head,
+                    tenant_id=actor.tenant_id,
+                    thread_id=spec.thread_id,
+                    run_id=spec.run_id,
+                    meta=actor.meta,
+                    clock=self.clock,
+                )
+                for spec, item, drafts in zip(specs, loaded, decided, strict=True)
+            ]
+            flat = [event for events in sealed for event in events]
+            if not flat:
+                return [Outcome(item.state, []) for item in loaded]
             try:
-                positions = await self.writer.append(events)
+                positions = iter(await self.writer.append(flat))
             except StreamConflict:
-                self._forget((stream_id, evolve))
+                for spec in specs:
+                    self._forget((spec.stream_id, spec.evolve))
                 if attempt + 1 == self.attempts:
                     raise
                 await asyncio.sleep(0.001 * (attempt + 1))
                 continue
-            recorded = [
-                msgspec.structs.replace(e, position=p)
-                for e, p in zip(events, positions, strict=True)
-            ]
-            state = loaded.state
-            for event in recorded:
-                state = evolve(state, event)
-            self._remember((stream_id, evolve), Loaded(state, head_of(recorded)))
-            return Outcome(state, recorded)
+            outcomes: list[Outcome[Any]] = []
+            for spec, item, events in zip(specs, loaded, sealed, strict=True):
+                recorded = [msgspec.structs.replace(e, position=next(positions)) for e in events]
+                state = item.state
+                for event in recorded:
+                    state = spec.evolve(state, event)
+                if recorded:
+                    self._remember((spec.stream_id, spec.evolve), Loaded(state, head_of(recorded)))
+                outcomes.append(Outcome(state, recorded))
+            return outcomes
         raise AssertionError("unreachable")
 
     # -- tenants and keys ---------------------------------------------------------------
@@ -288,6 +325,160 @@ class Application:
 
     def thread(self, thread_id: str) -> threads_state.ThreadState | None:
         return self.load(thread_id, threads_state.evolve).state
+
+    # -- agents -------------------------------------------------------------------------
+
+    async def create_agent(
+        self, actor: Actor, *, agent_id: str | None = None, **config: Any
+    ) -> Outcome[agents_state.AgentState | None]:
+        """A new agent; with the tenant's default agent id, made at most once."""
+        return await self.execute(
+            agent_id or self.clock.new_id(),
+            agents_state.evolve,
+            lambda state: agents_decide.create(state, **config),
+            actor,
+            new=agent_id is None,
+        )
+
+    async def update_agent(
+        self, actor: Actor, agent_id: str, **changes: Any
+    ) -> Outcome[agents_state.AgentState | None]:
+        return await self.execute(
+            agent_id,
+            agents_state.evolve,
+            lambda state: agents_decide.update(state, actor.tenant_id, **changes),
+            actor,
+        )
+
+    async def delete_agent(
+        self, actor: Actor, agent_id: str
+    ) -> Outcome[agents_state.AgentState | None]:
+        return await self.execute(
+            agent_id,
+            agents_state.evolve,
+            lambda state: agents_decide.delete(state, actor.tenant_id),
+            actor,
+        )
+
+    def agent(self, agent_id: str) -> agents_state.AgentState | None:
+        return self.load(agent_id, agents_state.evolve).state
+
+    async def agent_for_run(
+        self, actor: Actor, agent_id: str | None, default_provider: str
+    ) -> agents_state.AgentState:
+        """The run's agent: the one named, or the tenant's default (made on first use)."""
+        if agent_id is not None:
+            named = await asyncio.to_thread(self.agent, agent_id)
+            return agents_decide.live(named, actor.tenant_id)
+        default_id = agents_state.default_agent_id(actor.tenant_id)
+        agent = await asyncio.to_thread(self.agent, default_id)
+        if agent is None:
+            outcome = await self.create_agent(
+                actor,
+                agent_id=default_id,
+                name="default",
+                instructions="You are a helpful assistant.",
+                provider=default_provider,
+                model=runs_scripted.MODEL if default_provider == "scripted" else "",
+                tools=sorted(BUILTIN_TOOLS),
+                tier="standard",
+            )
+            agent = outcome.state
+        return agents_decide.live(agent, actor.tenant_id)
+
+    # -- runs ---------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        actor: Actor,
+        *,
+        thread_id: str,
+        input_text: str,
+        agent: agents_state.AgentState,
+        tier: str | None,
+        domain_hints: list[str],
+        enqueue: bool,
+        creator_roles: list[str],
+    ) -> Outcome[runs_state.RunState | None]:
+        """A pending run, its user message in the thread, and its place on the thread."""
+        run_id, message_id = self.clock.new_id(), self.clock.new_id()
+        run_tier = tier or agent.tier
+        snapshot = AgentSnapshot(
+            provider=agent.provider,
+            model=agent.model,
+            instructions=agent.instructions,
+            tools=agent.tools,
+        )
+
+        def decide(states: list[Any]) -> list[list[DomainEvent]]:
+            thread = states[0]
+            thread_events = threads_decide.add_message(
+                thread,
+                actor.tenant_id,
+                message_id=message_id,
+                role="user",
+                content=input_text,
+                client=actor.meta.client,
+                domain_hints=domain_hints,
+                tier=run_tier,
+                episode_id=run_id,
+            ) + threads_decide.start_run(thread, actor.tenant_id, run_id, enqueue=enqueue)
+            run_events = runs_decide.create(
+                input_text=input_text,
+                agent_id=agent.id,
+                tier=run_tier,
+                domain_hints=domain_hints,
+                client=actor.meta.client,
+                agent=snapshot,
+                creator_roles=creator_roles,
+            )
+            return [thread_events, run_events]
+
+        _, run = await self.execute_many(
+            [
+                Spec(thread_id, threads_state.evolve, thread_id=thread_id),
+                Spec(run_id, runs_state.evolve, thread_id=thread_id, run_id=run_id, new=True),
+            ],
+            decide,
+            actor,
+        )
+        return run
+
+    def run(self, run_id: str) -> runs_state.RunState | None:
+        return self.load(run_id, runs_state.evolve).state
+
+    async def record_run(
+        self, actor: Actor, seen: runs_state.RunState, drafts: Sequence[DomainEvent | Draft]
+    ) -> Outcome[runs_state.RunState | None]:
+        """Append a worker's step to a run, with what it means for the thread: assistant
+        messages and notes appear there, and a run's end frees the thread. Refused if the
+        run moved on since the worker looked (a cancel, or another worker)."""
+
+        def decide(states: list[Any]) -> list[list[DomainEvent | Draft]]:
+            run, thread = states
+            if run is None or run.event_count != seen.event_count:
+                raise RunChanged()
+            return [list(drafts), runs_thread_effects(run, thread, drafts, actor.tenant_id)]
+
+        run, _ = await self.execute_many(
+            [
+                Spec(seen.id, runs_state.evolve, thread_id=seen.thread_id, run_id=seen.id),
+                Spec(seen.thread_id, threads_state.evolve, thread_id=seen.thread_id),
+            ],
+            decide,
+            actor,
+        )
+        return run
+
+    async def cancel_run(
+        self, actor: Actor, run_id: str, *, by: str | None, reason: str | None
+    ) -> Outcome[runs_state.RunState | None]:
+        run = await asyncio.to_thread(self.run, run_id)
+        run = runs_decide.live(run, actor.tenant_id)
+        cancel = runs_decide.cancel(run, actor.tenant_id, by, reason)
+        if not cancel:
+            return Outcome(run, [])
+        return await self.record_run(actor, run, cancel)
 
 
 class _CountedLock(asyncio.Lock):

@@ -410,9 +410,13 @@ class EventStore:
             cursor.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
     @property
+    def table(self) -> str:
+        return str(self.recorder.events_table_name)  # type: ignore[attr-defined]
+
+    @property
     def channel(self) -> str:
         """The NOTIFY channel the Postgres recorder signals on every insert."""
-        return f"{self.name}_events"
+        return str(self.recorder.channel_name)  # type: ignore[attr-defined]
 
     def insert(self, events: Sequence[Event]) -> list[int]:
         """Insert events in one transaction; returns their positions. Raises StreamConflict."""
@@ -426,6 +430,32 @@ class EventStore:
     def load(self, stream_id: str, *, after: int = 0, upto: int | None = None) -> list[Event]:
         rows = self.recorder.select_events(UUID(stream_id), gt=after or None, lte=upto)
         return [to_event(r.state) for r in rows]
+
+    def stream_rows(self, stream_id: str, *, after: int = 0) -> list[Row]:
+        """A stream's rows after seq `after`, with their global positions (for envelopes).
+
+        The recorder's `select_events` does not return positions, hence this one query.
+        """
+        if self.is_postgres:
+            table = f'"{self.schema or "public"}"."{self.table}"'
+            sql = (
+                f"SELECT notification_id, topic, state FROM {table} "  # noqa: S608
+                "WHERE originator_id = %s AND originator_version > %s "
+                "ORDER BY originator_version"
+            )
+            with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+                cursor.execute(sql, (UUID(stream_id), after))
+                return [
+                    Row(r["notification_id"], r["topic"], bytes(r["state"]))
+                    for r in cursor.fetchall()
+                ]
+        sql = (
+            f"SELECT rowid, topic, state FROM {self.table} "  # noqa: S608
+            "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version"
+        )
+        with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+            cursor.execute(sql, (UUID(stream_id).hex, after))
+            return [Row(r["rowid"], r["topic"], bytes(r["state"])) for r in cursor.fetchall()]
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0

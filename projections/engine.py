@@ -121,6 +121,9 @@ class Projection(ABC):
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    def wants(self, event: Event) -> bool:
+        return event.type in self.types
+
     @abstractmethod
     def apply(self, event: Event, view: View) -> None:
         """Record the event's change in `view`; pure apart from view reads."""
@@ -232,8 +235,14 @@ class ProjectionRunner:
         events = [to_event(row.state, row.position) for row in rows]
         last = rows[-1].position
         for projection in behind:
-            pending = [e for e in events if e.position and e.position > positions[projection.name]]
-            self._commit(projection, positions[projection.name], pending, last, head)
+            position = positions[projection.name]
+            if last <= position:
+                # The page starts behind a slower projection (one being rebuilt) and ends
+                # before this one: committing would move its position back, and it would
+                # apply the events in between a second time.
+                continue
+            pending = [e for e in events if e.position and e.position > position]
+            self._commit(projection, position, pending, last, head)
         self.applied_events += len(events)
         return len(events)
 
@@ -272,7 +281,7 @@ class ProjectionRunner:
     ) -> None:
         view = View(self.client, fresh=expected == 0)
         for event in events:
-            if event.type in projection.types:
+            if projection.wants(event):
                 projection.apply(event, view)
         status = "live" if last >= head else "catching_up"
         outcome, stored = self._apply(

@@ -21,11 +21,11 @@ class LogListener:
     def __init__(self, url: str, channel: str) -> None:
         self.url = "postgresql://" + url.split("://", 1)[1]
         self.channel = channel
-        self.callbacks: list[Callable[[], None]] = []
+        self.callbacks: list[Callable[[], object]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def subscribe(self, callback: Callable[[], None]) -> None:
+    def subscribe(self, callback: Callable[[], object]) -> None:
         self.callbacks.append(callback)
 
     def start(self) -> None:

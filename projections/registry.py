@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from projections.agents import AgentsProjection
 from projections.engine import Projection
 from projections.keys import KeysProjection
+from projections.runs import RunsProjection
 from projections.tenants import TenantsProjection
 from projections.threads import ThreadsProjection
 
@@ -16,10 +18,12 @@ class ReadModels:
         self.tenants = TenantsProjection(prefix)
         self.keys = KeysProjection(prefix)
         self.threads = ThreadsProjection(prefix)
+        self.runs = RunsProjection(prefix)
+        self.agents = AgentsProjection(prefix)
 
     @property
     def all(self) -> list[Projection]:
-        return [self.tenants, self.keys, self.threads]
+        return [self.tenants, self.keys, self.threads, self.runs, self.agents]
 
     def named(self, name: str) -> Projection | None:
         return next((p for p in self.all if p.name == name), None)

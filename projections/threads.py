@@ -14,7 +14,15 @@ import msgspec
 
 from nome_core.clock import parse_time
 from nome_core.eventstore import Client, Event
-from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted, ThreadRenamed
+from nome_core.threads.events import (
+    MessageAdded,
+    RunAdmitted,
+    RunQueued,
+    RunReleased,
+    ThreadCreated,
+    ThreadDeleted,
+    ThreadRenamed,
+)
 from projections.engine import Projection, View
 
 _MAX_MICROS = 10**17
@@ -90,7 +98,15 @@ class ThreadsProjection(Projection):
 
     name = "threads"
     types = frozenset(
-        {ThreadCreated.type, ThreadRenamed.type, ThreadDeleted.type, MessageAdded.type}
+        {
+            ThreadCreated.type,
+            ThreadRenamed.type,
+            ThreadDeleted.type,
+            MessageAdded.type,
+            RunAdmitted.type,
+            RunQueued.type,
+            RunReleased.type,
+        }
     )
 
     def doc(self, tenant_id: str, thread_id: str) -> str:
@@ -128,6 +144,14 @@ class ThreadsProjection(Projection):
                 )
             case ThreadRenamed(title=title):
                 self._update(view, event, title=title)
+            case RunAdmitted(run_id=run_id):
+                self._update(view, event, active_run_id=run_id, last_run_id=run_id)
+            case RunQueued():
+                self._update(view, event)
+            case RunReleased(run_id=run_id):
+                raw = view.get(doc_key)
+                active = _decode_thread(raw).active_run_id if raw else None
+                self._update(view, event, active_run_id=None if active == run_id else active)
             case MessageAdded() as added:
                 if self._update(view, event, message_delta=1):
                     message = message_view(event, added)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -18,6 +19,8 @@ from nome_api.schemas import CreatedKey, CreateKey, PageOf
 from projections.keys import KeyView
 
 _encode = msgspec.json.Encoder().encode
+# The shape of the position inside a key-list cursor (projections.keys: "<created_at>|<id>").
+_KEY_CURSOR = re.compile(r"[^|]+\|[0-9a-f-]{36}")
 
 
 @post("/keys", status_code=201, summary="Create an API key (shown once)", opt={"role": "admin"})
@@ -31,7 +34,9 @@ async def create_key(request: Req, data: JSONBody[CreateKey]) -> Response[Create
             actor_of(request), data.name, list(data.roles)
         )
         key = outcome.state
-        assert key is not None
+        assert key is not None and outcome.position is not None
+        # Like a revocation, a new key takes effect before it is shown: usable at once.
+        await wait_for_position(runtime_of(request), outcome.position)
         body = CreatedKey(
             id=key.id, name=key.name, roles=key.roles, key=raw, created_at=key.created_at
         )
@@ -49,7 +54,7 @@ async def list_keys(
     check_limit(limit)
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
     views, redis = runtime.read_models.keys, runtime.redis
-    after = decode_cursor(cursor)
+    after = decode_cursor(cursor, _KEY_CURSOR)
     members = await redis.zrangebylex(
         views.index(tenant), f"({after}" if after else "-", "+", start=0, num=limit + 1
     )

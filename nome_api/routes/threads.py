@@ -24,6 +24,9 @@ from nome_core.threads.state import ThreadState
 from projections.threads import RESERVED_METADATA, MessageView, ThreadView, message_view
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# The shapes of the positions inside cursors (projections.threads.order_member, message seq).
+_THREAD_CURSOR = re.compile(r"\d{18}\|[0-9a-f-]{36}")
+_MESSAGE_CURSOR = re.compile(r"\d{1,18}")
 _encode = msgspec.json.Encoder().encode
 Limit = Annotated[int, QueryParameter()]
 Cursor = Annotated[str | None, QueryParameter()]
@@ -74,7 +77,7 @@ async def list_threads(
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
     views = runtime.read_models.threads
     index = views.index(tenant)
-    after = decode_cursor(cursor)
+    after = decode_cursor(cursor, _THREAD_CURSOR)
     start = f"({after}" if after else "-"
     redis = runtime.redis
     if not q:
@@ -169,9 +172,7 @@ async def list_messages(
     views, redis = runtime.read_models.threads, runtime.redis
     if not await redis.exists(views.doc(tenant, thread_id)):
         raise ApiError(404, "no such thread")
-    after = decode_cursor(cursor)
-    if after is not None and not after.isdigit():
-        raise ApiError(400, "invalid cursor")
+    after = decode_cursor(cursor, _MESSAGE_CURSOR)
     order = views.message_order(tenant, thread_id)
     low = f"({after}" if after else "-inf"
     pipe = redis.pipeline(transaction=False)

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from nome_core.eventstore import Client, DomainEvent
-from nome_core.threads.errors import ThreadNotFound
-from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted, ThreadRenamed
+from nome_core.threads.errors import RunInProgress, ThreadNotFound
+from nome_core.threads.events import (
+    MessageAdded,
+    RunAdmitted,
+    RunQueued,
+    RunReleased,
+    ThreadCreated,
+    ThreadDeleted,
+    ThreadRenamed,
+)
 from nome_core.threads.state import ThreadState
 
 
@@ -58,3 +66,28 @@ def add_message(
             episode_id=episode_id,
         )
     ]
+
+
+def start_run(
+    state: ThreadState | None, tenant_id: str, run_id: str, *, enqueue: bool
+) -> list[DomainEvent]:
+    """Admit a run as the thread's active run, or queue it behind the active one."""
+    thread = live(state, tenant_id)
+    if thread.active_run_id is None:
+        return [RunAdmitted(run_id=run_id)]
+    if not enqueue:
+        raise RunInProgress(thread.active_run_id)
+    return [RunQueued(run_id=run_id)]
+
+
+def release_run(state: ThreadState | None, run_id: str) -> list[DomainEvent]:
+    """A run ended: free the thread and admit the next queued run. Works on deleted threads
+    too: queued runs of a deleted thread are admitted so the worker can cancel them."""
+    if state is None or (state.active_run_id != run_id and run_id not in state.queued_run_ids):
+        return []
+    events: list[DomainEvent] = [RunReleased(run_id=run_id)]
+    if state.active_run_id == run_id:
+        waiting = [r for r in state.queued_run_ids if r != run_id]
+        if waiting:
+            events.append(RunAdmitted(run_id=waiting[0]))
+    return events

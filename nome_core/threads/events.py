@@ -33,3 +33,24 @@ class MessageAdded(DomainEvent, frozen=True, kw_only=True):
     client: Client | None = None
     # Caller-supplied string labels, kept apart from the keys NOME itself sets.
     attributes: dict[str, str] = {}
+
+
+@event_type("thread.run_admitted")
+class RunAdmitted(DomainEvent, frozen=True, kw_only=True):
+    """The run is the thread's active run now (one at a time per thread)."""
+
+    run_id: str
+
+
+@event_type("thread.run_queued")
+class RunQueued(DomainEvent, frozen=True, kw_only=True):
+    """The run waits for the thread's active run to end (`if_busy: enqueue`)."""
+
+    run_id: str
+
+
+@event_type("thread.run_released")
+class RunReleased(DomainEvent, frozen=True, kw_only=True):
+    """The run ended; the thread is free for the next one."""
+
+    run_id: str

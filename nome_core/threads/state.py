@@ -5,7 +5,15 @@ from __future__ import annotations
 import msgspec
 
 from nome_core.eventstore import Event
-from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted, ThreadRenamed
+from nome_core.threads.events import (
+    MessageAdded,
+    RunAdmitted,
+    RunQueued,
+    RunReleased,
+    ThreadCreated,
+    ThreadDeleted,
+    ThreadRenamed,
+)
 
 
 class ThreadState(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,6 +27,7 @@ class ThreadState(msgspec.Struct, frozen=True, kw_only=True):
     deleted: bool = False
     last_run_id: str | None = None
     active_run_id: str | None = None
+    queued_run_ids: tuple[str, ...] = ()
 
 
 def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
@@ -39,5 +48,24 @@ def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
         case MessageAdded() if state is not None:
             return msgspec.structs.replace(
                 state, message_count=state.message_count + 1, updated_at=event.at
+            )
+        case RunAdmitted(run_id=run_id) if state is not None:
+            return msgspec.structs.replace(
+                state,
+                active_run_id=run_id,
+                last_run_id=run_id,
+                queued_run_ids=tuple(r for r in state.queued_run_ids if r != run_id),
+                updated_at=event.at,
+            )
+        case RunQueued(run_id=run_id) if state is not None:
+            return msgspec.structs.replace(
+                state, queued_run_ids=(*state.queued_run_ids, run_id), updated_at=event.at
+            )
+        case RunReleased(run_id=run_id) if state is not None:
+            return msgspec.structs.replace(
+                state,
+                active_run_id=None if state.active_run_id == run_id else state.active_run_id,
+                queued_run_ids=tuple(r for r in state.queued_run_ids if r != run_id),
+                updated_at=event.at,
             )
     return state

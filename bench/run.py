@@ -1,0 +1,511 @@
+"""The benchmark run: phases in order, each printed as it starts, then the table and JSON.
+
+Order matters: the database baselines run first on an idle machine, `nome serve` runs alone
+for the HTTP figures (the bare baseline is stopped before it starts), and the rebuild runs
+after the server has stopped, so its runner does not compete for the projections' leases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import heapq
+import json
+import os
+import platform
+import secrets
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+import redis
+import redis.asyncio
+from psycopg import sql
+
+from bench import baselines, loadgen
+from bench.inprocess import create_threads
+from bench.rebuild import rebuild_all
+from bench.report import Figure, table
+from bench.servers import Server, bare_server, free_port, nome_server
+from nome_api.logging import configure
+
+PG_URL = os.environ.get("NOME_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("NOME_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+RESULTS = Path(__file__).with_name("results.json")
+HOST = "127.0.0.1"
+
+
+class Run:
+    """One run's identity (schema, key prefix, admin key) and everything it must clean up."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tag = f"bench_{uuid.uuid4().hex[:12]}"
+        self.schema = self.tag
+        self.prefix = f"{self.tag}:"
+        self.admin_key = "nome_sk_" + secrets.token_urlsafe(32)
+        self.servers: list[Server] = []
+        self.started = time.perf_counter()
+        self.figures: list[Figure] = []
+        self.details: dict[str, Any] = {}
+
+    def phase(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.started:6.1f}s] {text}", flush=True)
+
+    def nome_env(self) -> dict[str, str]:
+        return {
+            "NOME_DATABASE_URL": PG_URL,
+            "NOME_DATABASE_SCHEMA": self.schema,
+            "NOME_REDIS_URL": REDIS_URL,
+            "NOME_REDIS_PREFIX": self.prefix,
+            "NOME_BOOTSTRAP_ADMIN_KEY": self.admin_key,
+            "NOME_LOG_LEVEL": "warning",
+            "NOME_RATE_LIMIT": "100000000",
+        }
+
+    def cleanup(self) -> None:
+        """Servers first (they write to the schema), then the schema, then the Redis keys."""
+        for server in reversed(self.servers):
+            try:
+                server.stop()
+            except Exception as exc:
+                print(f"cleanup: stopping {server.name} failed: {exc}", file=sys.stderr)
+        try:
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
+                )
+        except Exception as exc:
+            print(f"cleanup: dropping schema {self.schema} failed: {exc}", file=sys.stderr)
+        try:
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
+            for i in range(0, len(keys), 500):
+                client.unlink(*keys[i : i + 500])
+            client.close()
+        except Exception as exc:
+            print(f"cleanup: removing Redis keys {self.prefix}* failed: {exc}", file=sys.stderr)
+        self.phase(f"cleaned up schema {self.schema} and Redis keys {self.prefix}*")
+
+
+# -- phases -----------------------------------------------------------------------------
+
+
+def database_baselines(run: Run) -> tuple[baselines.Rate, baselines.Rate]:
+    a = run.args
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(run.schema)))
+    run.phase(f"baseline 1a: raw one-row INSERT transactions, {a.clients} connections")
+    raw = baselines.raw_inserts(
+        PG_URL, run.schema, clients=a.clients, warmup=a.warmup, duration=a.seconds
+    )
+    run.phase(f"  {raw.rate:,.0f} tx/s ({raw.errors} errors)")
+    run.phase(f"baseline 1b: stock eventsourcing save() of a new aggregate, {a.clients} threads")
+    stock = baselines.stock_saves(
+        PG_URL, run.schema, clients=a.clients, warmup=a.warmup, duration=a.seconds
+    )
+    run.phase(f"  {stock.rate:,.0f} saves/s ({stock.errors} errors)")
+    return raw, stock
+
+
+async def bare_route(run: Run) -> loadgen.LoadResult:
+    a = run.args
+    server = bare_server(free_port())
+    run.servers.append(server)
+    run.phase(f"baseline 2: bare Litestar GET route (one uvicorn worker), {a.clients} clients")
+    server.start()
+    try:
+        await server.ready("/doc/x")
+        run.phase(f"  ready on port {server.port} (pid {server.pid})")
+        request = loadgen.build("GET", "/doc/0b7e4c1a-3f59-4d2e-9a61-5c0d8f2b7e11")
+        result = await loadgen.closed_loop(
+            HOST,
+            server.port,
+            lambda _i: request,
+            clients=a.clients,
+            warmup=a.warmup,
+            duration=a.seconds,
+        )
+    finally:
+        server.stop()
+    run.phase(f"  {result.rate:,.0f} req/s ({result.errors} errors)")
+    return result
+
+
+async def nome_figures(run: Run) -> dict[str, Any]:
+    """Figures 1-3 against one `nome serve` process."""
+    a = run.args
+    server = nome_server(free_port(), run.nome_env())
+    run.servers.append(server)
+    auth = {"Authorization": f"Bearer {run.admin_key}"}
+    run.phase("starting nome serve (one uvicorn worker)")
+    server.start()
+    watch = redis.asyncio.Redis.from_url(REDIS_URL)
+    position_key = f"{run.prefix}proj:threads:position"
+    try:
+        await server.ready("/v1/health")
+        # 200 only once the bootstrap key has reached the keys read model.
+        await server.ready("/v1/threads?limit=1", headers=auth)
+        run.phase(f"  ready on port {server.port} (pid {server.pid})")
+
+        # Figure 1 --------------------------------------------------------------------
+        run.phase(f"figure 1: POST /v1/threads, {a.clients} clients")
+        body = b'{"title":"bench thread","metadata":{"source":"bench"}}'
+        create = loadgen.build(
+            "POST",
+            "/v1/threads",
+            body=body,
+            headers={**auth, "Content-Type": "application/json"},
+        )
+        ids: list[str] = []
+        last = [0]
+
+        def collect(response: loadgen.Response) -> None:
+            if response.status != 201:
+                return
+            position = response.header(b"x-nome-position")
+            if position is not None:
+                last[0] = max(last[0], int(position))
+            if len(ids) < 2000:
+                ids.append(msgspec.json.decode(response.body)["id"])
+
+        creates = await loadgen.closed_loop(
+            HOST,
+            server.port,
+            lambda _i: create,
+            clients=a.clients,
+            warmup=a.warmup,
+            duration=a.seconds,
+            on_response=collect,
+        )
+        run.phase(
+            f"  {creates.rate:,.0f} creations/s ({creates.errors} errors, "
+            f"p50 {ms(loadgen.percentile(creates.latencies, 50))} ms, "
+            f"p99 {ms(loadgen.percentile(creates.latencies, 99))} ms)"
+        )
+        if not ids:
+            raise RuntimeError(f"no thread was created: statuses {creates.statuses}")
+
+        run.phase(f"  waiting for the threads read model to reach position {last[0]}")
+        await wait_position(watch, position_key, last[0], within=60)
+
+        # Figure 2 --------------------------------------------------------------------
+        run.phase(f"figure 2: GET /v1/threads/{{id}} over {len(ids)} threads, {a.clients} clients")
+        gets = [loadgen.build("GET", f"/v1/threads/{i}", headers=auth) for i in ids]
+        reads = await loadgen.closed_loop(
+            HOST,
+            server.port,
+            lambda i: gets[i % len(gets)],
+            clients=a.clients,
+            warmup=a.warmup,
+            duration=a.seconds,
+        )
+        run.phase(f"  {reads.rate:,.0f} req/s ({reads.errors} errors)")
+
+        # Figure 3 --------------------------------------------------------------------
+        run.phase(f"figure 3: projection lag at a paced {a.lag_rate}/s of POST /v1/threads")
+        lag = await projection_lag(run, server.port, create, watch, position_key)
+        run.phase(
+            f"  lag p50 {ms(lag['lag_p50'])} ms, p99 {ms(lag['lag_p99'])} ms "
+            f"over {lag['samples']} commands ({lag['errors']} errors)"
+        )
+    finally:
+        run.phase("stopping nome serve")
+        server.stop()
+        await watch.aclose()
+    return {"creates": creates, "reads": reads, "lag": lag}
+
+
+async def wait_position(
+    client: redis.asyncio.Redis, key: str, target: int, *, within: float
+) -> None:
+    deadline = time.monotonic() + within
+    while int(await client.get(key) or 0) < target:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{key} did not reach {target} within {within}s")
+        await asyncio.sleep(0.01)
+
+
+async def projection_lag(
+    run: Run, port: int, create: bytes, watch: redis.asyncio.Redis, key: str
+) -> dict[str, Any]:
+    """Paced creations; for each, the time from its response (the append is committed) until
+    the threads projection's stored position reaches the response's X-Nome-Position.
+
+    A watcher polls the position every millisecond. A command whose position is already
+    visible when its response arrives counts as lag 0.
+    """
+    a = run.args
+    pending: list[tuple[int, float, float]] = []  # (position, due, acknowledged)
+    after_ack: list[float] = []
+    after_due: list[float] = []
+    seen = [0, 0.0]  # highest position observed, and when
+    finished = asyncio.Event()
+
+    def acknowledged(response: loadgen.Response, due: float, done: float) -> None:
+        raw = response.header(b"x-nome-position")
+        if response.status != 201 or raw is None:
+            return
+        position = int(raw)
+        if position <= seen[0]:
+            after_ack.append(0.0)
+            after_due.append(max(0.0, seen[1] - due))
+        else:
+            heapq.heappush(pending, (position, due, done))
+
+    async def watcher() -> None:
+        perf = time.perf_counter
+        grace: float | None = None
+        while True:
+            value = int(await watch.get(key) or 0)
+            now = perf()
+            if value > seen[0]:
+                seen[0], seen[1] = value, now
+                while pending and pending[0][0] <= value:
+                    _, due, done = heapq.heappop(pending)
+                    after_ack.append(max(0.0, now - done))
+                    after_due.append(now - due)
+            if finished.is_set():
+                grace = grace or now + 5.0
+                if not pending or now > grace:
+                    return
+            await asyncio.sleep(0.001)
+
+    watching = asyncio.create_task(watcher())
+    try:
+        load = await loadgen.paced(
+            HOST,
+            port,
+            lambda _i: create,
+            rate=a.lag_rate,
+            duration=a.seconds,
+            clients=a.clients,
+            on_response=acknowledged,
+        )
+    finally:
+        finished.set()
+        await watching
+    return {
+        "lag_p50": loadgen.percentile(after_ack, 50),
+        "lag_p99": loadgen.percentile(after_ack, 99),
+        "lag_max": max(after_ack, default=0.0),
+        "lag_from_due_p50": loadgen.percentile(after_due, 50),
+        "lag_from_due_p99": loadgen.percentile(after_due, 99),
+        "post_p50": loadgen.percentile(load.latencies, 50),
+        "post_p99": loadgen.percentile(load.latencies, 99),
+        "achieved_rate": load.rate,
+        "samples": len(after_ack),
+        "never_visible": len(pending),
+        "errors": load.errors,
+    }
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def measure(run: Run) -> None:
+    raw, stock = database_baselines(run)
+
+    http: dict[str, Any] = {}
+
+    async def http_phases() -> None:
+        http["bare"] = await bare_route(run)
+        http.update(await nome_figures(run))
+        a = run.args
+        run.phase(
+            f"diagnostic: in-process create_thread (no HTTP), {a.clients} concurrent commands; "
+            f"then top the log up to {a.rebuild_events:,} events for the rebuild"
+        )
+        http["inprocess"] = inproc = await create_threads(
+            PG_URL,
+            run.schema,
+            clients=a.clients,
+            warmup=a.warmup,
+            duration=a.seconds,
+            at_least=a.rebuild_events,
+        )
+        run.phase(f"  {inproc.rate:,.0f} creations/s ({inproc.errors} errors)")
+
+    run_async(http_phases)
+
+    run.phase("figure 4: full rebuild of every read model, in-process")
+    rebuild = rebuild_all(PG_URL, run.schema, REDIS_URL, run.prefix)
+    run.phase(f"  {rebuild.ops:,} events in {rebuild.seconds:.2f} s = {rebuild.rate:,.0f} events/s")
+    run.phase("baseline 4: SELECT state FROM nome_events ORDER BY notification_id (best of 3)")
+    select = baselines.raw_select(PG_URL, run.schema)
+    run.phase(f"  {select.ops:,} rows in {select.seconds:.3f} s = {select.rate:,.0f} rows/s")
+
+    creates, reads, bare, lag = http["creates"], http["reads"], http["bare"], http["lag"]
+    inproc = http["inprocess"]
+    run.figures = [
+        Figure(
+            "1 thread creations/s vs raw INSERT tx/s",
+            creates.rate,
+            "/s",
+            raw.rate,
+            "raw INSERT tx/s",
+            target=">= 1,500/s",
+            met=creates.rate >= 1500,
+        ),
+        Figure(
+            "1 thread creations/s vs stock save()/s",
+            creates.rate,
+            "/s",
+            stock.rate,
+            "eventsourcing save()/s",
+            target=">= 3x",
+            met=stock.rate > 0 and creates.rate / stock.rate >= 3,
+        ),
+        Figure(
+            "1 thread creations/s: HTTP vs in-process",
+            creates.rate,
+            "/s",
+            inproc.rate,
+            "create_thread()/s, no HTTP",
+            target="",
+            met=None,
+        ),
+        Figure(
+            "2 GET /v1/threads/{id} req/s vs bare route",
+            reads.rate,
+            "/s",
+            bare.rate,
+            "bare Litestar req/s",
+            target=">= 0.5x",
+            met=bare.rate > 0 and reads.rate / bare.rate >= 0.5,
+        ),
+        Figure(
+            "3 projection lag p50 vs POST p50",
+            lag["lag_p50"] * 1000,
+            "ms",
+            lag["post_p50"] * 1000,
+            "POST latency p50 ms",
+            target="",
+            met=None,
+        ),
+        Figure(
+            "3 projection lag p99 vs POST p99",
+            lag["lag_p99"] * 1000,
+            "ms",
+            lag["post_p99"] * 1000,
+            "POST latency p99 ms",
+            target="< 50 ms",
+            met=lag["lag_p99"] * 1000 < 50 and lag["never_visible"] == 0,
+        ),
+        Figure(
+            "4 rebuild events/s vs raw SELECT rows/s",
+            rebuild.rate,
+            "/s",
+            select.rate,
+            "raw SELECT rows/s",
+            target=">= 20,000/s",
+            met=rebuild.rate >= 20_000,
+        ),
+    ]
+    run.details.update(
+        {
+            "raw_insert": raw._asdict(),
+            "stock_save": stock._asdict(),
+            "bare_route": summary(bare),
+            "thread_create": summary(creates),
+            "thread_get": summary(reads),
+            "projection_lag": lag,
+            "inprocess_create": inproc._asdict(),
+            "rebuild": rebuild._asdict(),
+            "raw_select": select._asdict(),
+        }
+    )
+
+
+def summary(result: loadgen.LoadResult) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "errors": result.errors,
+        "seconds": result.seconds,
+        "rate": result.rate,
+        "statuses": {str(k): v for k, v in result.statuses.items()},
+        "latency_p50_ms": loadgen.percentile(result.latencies, 50) * 1000,
+        "latency_p99_ms": loadgen.percentile(result.latencies, 99) * 1000,
+    }
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """uvloop when it is installed (uvicorn uses it too), so the client stays lean."""
+    factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per figure")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per figure")
+    parser.add_argument("--lag-rate", type=float, default=500.0, help="paced commands/s (500)")
+    parser.add_argument(
+        "--rebuild-events", type=int, default=30_000, help="log size to rebuild, at least (30000)"
+    )
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    run = Run(parse(argv))
+    # SIGTERM unwinds like Ctrl-C, so the cleanup below still runs.
+    signal.signal(signal.SIGTERM, _terminate)
+    # The in-process rebuild logs through structlog; only warnings belong in the output.
+    configure("console", "warning")
+    run.phase(f"bench run {run.tag}: schema {run.schema}, Redis prefix {run.prefix}")
+    load = os.getloadavg()[0]
+    run.details["load_average_at_start"] = load
+    if load > 0.5:
+        run.phase(
+            f"  note: load average {load:.2f} before starting; other processes share these "
+            f"{os.cpu_count()} cores and every figure, baselines included, will be noisy"
+        )
+    try:
+        measure(run)
+    finally:
+        run.cleanup()
+    print()
+    print(table(run.figures))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "run": {
+                    "tag": run.tag,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "clients": run.args.clients,
+                    "seconds": run.args.seconds,
+                    "warmup": run.args.warmup,
+                    "lag_rate": run.args.lag_rate,
+                },
+                "figures": [f.as_dict() for f in run.figures],
+                "details": run.details,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    run.phase(f"wrote {RESULTS}")
+    return 0

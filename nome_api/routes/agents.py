@@ -1,0 +1,127 @@
+"""Agents (API.md §4)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Response, Router, delete, get, patch, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
+from nome_api.errors import ApiError
+from nome_api.idempotency import idempotent
+from nome_api.ids import checked_id
+from nome_api.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, page_json
+from nome_api.schemas import CreateAgent, PageOf, UpdateAgent
+from nome_core.agents.state import AgentState
+from nome_core.runs import scripted
+from nome_core.tools.builtin import BUILTIN_TOOLS
+from projections.agents import AgentView
+
+_encode = msgspec.json.Encoder().encode
+
+
+def agent_json(state: AgentState | None) -> bytes:
+    assert state is not None
+    return _encode(
+        AgentView(
+            id=state.id,
+            name=state.name,
+            instructions=state.instructions,
+            provider=state.provider,
+            model=state.model,
+            tools=state.tools,
+            tier=state.tier,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+        )
+    )
+
+
+def _check_tools(tools: list[str] | None) -> None:
+    unknown = sorted(set(tools or []) - set(BUILTIN_TOOLS))
+    if unknown:
+        raise ApiError(422, f"unknown tools: {', '.join(unknown)}", code="validation_failed")
+
+
+@post("/", status_code=201, summary="Create an agent", opt={"role": "admin"})
+async def create_agent(request: Req, data: JSONBody[CreateAgent]) -> Response[AgentView]:
+    _check_tools(data.tools)
+
+    async def run() -> Response[Any]:
+        runtime = runtime_of(request)
+        model = data.model or (
+            scripted.MODEL if data.provider == "scripted" else runtime.settings.openai_model
+        )
+        outcome = await runtime.app.create_agent(
+            actor_of(request),
+            name=data.name,
+            instructions=data.instructions,
+            provider=data.provider,
+            model=model,
+            tools=list(data.tools) if data.tools is not None else sorted(BUILTIN_TOOLS),
+            tier=data.tier,
+        )
+        return json_bytes(agent_json(outcome.state), status=201, position=outcome.position)
+
+    return await idempotent(request, run)
+
+
+@get("/", summary="List agents")
+async def list_agents(
+    request: Req,
+    limit: Annotated[int, QueryParameter()] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, QueryParameter()] = None,
+) -> Response[PageOf[AgentView]]:
+    check_limit(limit)
+    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
+    agents, redis = runtime.read_models.agents, runtime.redis
+    after = decode_cursor(cursor)
+    members = await redis.zrangebylex(
+        agents.index(tenant), f"({after}" if after else "-", "+", start=0, num=limit + 1
+    )
+    page = members[:limit]
+    docs = (
+        await redis.mget([agents.doc(tenant, m.decode().rsplit("|", 1)[1]) for m in page])
+        if page
+        else []
+    )
+    total = await redis.zcard(agents.index(tenant))
+    next_cursor = encode_cursor(page[-1].decode()) if len(members) > limit and page else None
+    return json_bytes(page_json([d for d in docs if d is not None], next_cursor, total))
+
+
+@get("/{agent_id:str}", summary="Get an agent")
+async def get_agent(request: Req, agent_id: FromPath[str]) -> Response[AgentView]:
+    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
+    doc = await runtime.redis.get(runtime.read_models.agents.doc(tenant, agent_id))
+    if doc is None:
+        raise ApiError(404, "no such agent")
+    return json_bytes(doc)
+
+
+@patch("/{agent_id:str}", summary="Change an agent", opt={"role": "admin"})
+async def update_agent(
+    request: Req, agent_id: FromPath[str], data: JSONBody[UpdateAgent]
+) -> Response[AgentView]:
+    _check_tools(data.tools)
+    outcome = await runtime_of(request).app.update_agent(
+        actor_of(request), checked_id(agent_id, "agent"), **msgspec.structs.asdict(data)
+    )
+    return json_bytes(agent_json(outcome.state), position=outcome.position)
+
+
+@delete("/{agent_id:str}", summary="Delete an agent", opt={"role": "admin"})
+async def delete_agent(request: Req, agent_id: FromPath[str]) -> Response[None]:
+    outcome = await runtime_of(request).app.delete_agent(
+        actor_of(request), checked_id(agent_id, "agent")
+    )
+    return Response(None, status_code=204, headers={"X-Nome-Position": str(outcome.position)})
+
+
+router = Router(
+    path="/v1/agents",
+    route_handlers=[create_agent, list_agents, get_agent, update_agent, delete_agent],
+    tags=["agents"],
+)

@@ -1,0 +1,177 @@
+"""Streams are readers of the log. Live, resumed and replayed bytes all come from `frame()`
+over stored rows, so a replay equals the live stream by construction.
+
+One tail per run and process reads new rows once per wake-up and fans them out, so 200
+clients watching one run cost one query per commit, not 200. Wake-ups come from this
+process's writer, from Postgres NOTIFY for other processes' writes, and from a short poll
+that also catches anything a notification missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from nome_core.eventstore import EventStore, Row, decode_stored, envelope_json, tenant_of
+from nome_core.runs.events import RunCancelled, RunCompleted, RunFailed
+
+TERMINAL_TYPES = frozenset({RunCompleted.type, RunFailed.type, RunCancelled.type})
+KEEPALIVE = b": keepalive\n\n"
+
+
+def frame(row: Row, *, event_id: int) -> bytes:
+    """One SSE frame: id, event type, the envelope on one line."""
+    stored = decode_stored(row.state)
+    return b"".join(
+        (
+            b"id: ",
+            str(event_id).encode(),
+            b"\nevent: ",
+            stored.type.encode(),
+            b"\ndata: ",
+            envelope_json(stored, row.position),
+            b"\n\n",
+        )
+    )
+
+
+def run_frame(row: Row) -> bytes:
+    return frame(row, event_id=decode_stored(row.state).seq)
+
+
+class LogSignal:
+    """Wakes every waiter in this process when the log may have moved (thread-safe poke)."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def poke(self, *_: object) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._set)
+
+    def _set(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class RunTail:
+    """The frames of one run read so far, shared by everyone streaming it here."""
+
+    def __init__(self, store: EventStore, run_id: str, signal: LogSignal, poll: float) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.signal = signal
+        self.poll = poll
+        self.frames: list[bytes] = []
+        self.types: list[str] = []
+        self.users = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.types) and self.types[-1] in TERMINAL_TYPES
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def refresh(self) -> None:
+        rows = await asyncio.to_thread(self.store.stream_rows, self.run_id, after=len(self.frames))
+        if rows:
+            self.frames.extend(run_frame(row) for row in rows)
+            self.types.extend(row.type for row in rows)
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def changed(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def _follow(self) -> None:
+        while not self.ended:
+            await self.signal.wait(self.poll)
+            with contextlib.suppress(Exception):  # a failed read is retried at the next wake
+                await self.refresh()
+
+
+class StreamHub:
+    """Hands out run streams and the tenant workspace stream."""
+
+    def __init__(
+        self, store: EventStore, signal: LogSignal, *, heartbeat: float, poll: float = 0.25
+    ) -> None:
+        self.store = store
+        self.signal = signal
+        self.heartbeat = heartbeat
+        self.poll = poll
+        self._tails: dict[str, RunTail] = {}
+        self.subscribers = 0
+
+    async def run_frames(self, run_id: str, after: int = 0) -> AsyncIterator[bytes]:
+        """Frames of a run after seq `after`, live until its terminal event, with keepalives."""
+        tail = self._tails.get(run_id)
+        if tail is None:
+            tail = self._tails[run_id] = RunTail(self.store, run_id, self.signal, self.poll)
+            await tail.refresh()
+            tail.start()
+        tail.users += 1
+        self.subscribers += 1
+        try:
+            index = after
+            while True:
+                while index < len(tail.frames):
+                    yield tail.frames[index]
+                    index += 1
+                if tail.ended:
+                    return
+                before = len(tail.frames)
+                await tail.changed(self.heartbeat)
+                if len(tail.frames) == before and not tail.ended:
+                    yield KEEPALIVE
+        finally:
+            self.subscribers -= 1
+            tail.users -= 1
+            if tail.users == 0:
+                tail.stop()
+                if self._tails.get(run_id) is tail:
+                    del self._tails[run_id]
+
+    async def workspace_frames(
+        self, tenant_id: str, after: int, *, keep: Callable[[Row], bool] | None = None
+    ) -> AsyncIterator[bytes]:
+        """Every event of one tenant after a position, live, `id:` = position."""
+        position = after
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        self.subscribers += 1
+        try:
+            while True:
+                rows = await asyncio.to_thread(self.store.read, position, 500)
+                for row in rows:
+                    position = row.position
+                    if tenant_of(row.state) == tenant_id and (keep is None or keep(row)):
+                        yield frame(row, event_id=row.position)
+                if len(rows) == 500:
+                    continue
+                if rows:
+                    quiet_since = loop.time()
+                elif loop.time() - quiet_since >= self.heartbeat:
+                    quiet_since = loop.time()
+                    yield KEEPALIVE
+                await self.signal.wait(min(self.poll, self.heartbeat))
+        finally:
+            self.subscribers -= 1

@@ -1,0 +1,1 @@
+"""The run worker: claims runs with a lease and drives their harness."""

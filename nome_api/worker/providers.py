@@ -1,0 +1,163 @@
+"""Model providers: `scripted` (offline, deterministic) and `openai` (any Chat Completions
+server, streamed, with tool calling)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from nome_api.settings import Settings
+from nome_core.runs import scripted
+from nome_core.runs.harness import Provider
+from nome_core.runs.scripted import ToolRequest, outcome_line
+from nome_core.runs.state import RunState
+from nome_core.tools.builtin import BUILTIN_TOOLS
+
+
+class ScriptedProvider:
+    model = scripted.MODEL
+    deterministic = True
+
+    async def turn(self, state: RunState) -> AsyncIterator[str | ToolRequest]:
+        for chunk in scripted.turn(state):
+            yield chunk
+
+
+class ProviderError(Exception):
+    """The model server failed; the run fails with this message."""
+
+
+class OpenAIProvider:
+    """Streams a Chat Completions turn; the run's log is the conversation so far."""
+
+    deterministic = False
+
+    def __init__(self, base_url: str, api_key: str, model: str, *, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.model = model
+        self.timeout = timeout
+
+    def messages(self, state: RunState) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": state.agent.instructions},
+            {"role": "user", "content": state.input},
+        ]
+        completed = {m.message_id: m.text for m in state.messages if m.completed}
+        texts = iter(completed.values())
+        if state.calls:
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": next(texts, None),
+                    "tool_calls": [
+                        {
+                            "id": c.call_id,
+                            "type": "function",
+                            "function": {
+                                "name": _wire_name(c.tool),
+                                "arguments": json.dumps(c.arguments),
+                            },
+                        }
+                        for c in state.calls
+                    ],
+                }
+            )
+            for call in state.calls:
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.call_id,
+                        "content": outcome_line(call.tool, call.receipt),
+                    }
+                )
+        return messages
+
+    def tools(self, state: RunState) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": _wire_name(name),
+                    "description": BUILTIN_TOOLS[name].description,
+                    "parameters": BUILTIN_TOOLS[name].input_schema(),
+                },
+            }
+            for name in state.agent.tools
+            if name in BUILTIN_TOOLS
+        ]
+
+    async def turn(self, state: RunState) -> AsyncIterator[str | ToolRequest]:
+        body: dict[str, Any] = {
+            "model": state.agent.model or self.model,
+            "messages": self.messages(state),
+            "stream": True,
+        }
+        tools = self.tools(state)
+        if tools:
+            body["tools"] = tools
+        calls: dict[int, dict[str, str]] = {}
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                async with client.stream(
+                    "POST", f"{self.base_url}/chat/completions", json=body, headers=headers
+                ) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise ProviderError(f"model server answered {response.status_code}")
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        chunk = json.loads(data)
+                        for choice in chunk.get("choices", []):
+                            delta = choice.get("delta") or {}
+                            if delta.get("content"):
+                                yield delta["content"]
+                            for tc in delta.get("tool_calls") or []:
+                                slot = calls.setdefault(
+                                    tc.get("index", 0), {"name": "", "args": ""}
+                                )
+                                fn = tc.get("function") or {}
+                                slot["name"] += fn.get("name") or ""
+                                slot["args"] += fn.get("arguments") or ""
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"model server unreachable: {exc.__class__.__name__}") from None
+        for index in sorted(calls):
+            slot = calls[index]
+            try:
+                arguments = json.loads(slot["args"]) if slot["args"] else {}
+            except json.JSONDecodeError:
+                arguments = {"_invalid_json": slot["args"]}
+            yield ToolRequest(_tool_name(slot["name"]), arguments)
+
+
+# Function names may not contain dots on the OpenAI wire.
+def _wire_name(tool: str) -> str:
+    return tool.replace(".", "__")
+
+
+def _tool_name(wire: str) -> str:
+    return wire.replace("__", ".")
+
+
+def provider_for(settings: Settings) -> Any:
+    """Pick each run's provider from the agent snapshot it was created with."""
+    scripted_provider = ScriptedProvider()
+
+    def pick(state: RunState) -> Provider:
+        if state.agent.provider == "openai":
+            return OpenAIProvider(
+                settings.openai_base_url,
+                settings.openai_api_key or "",
+                state.agent.model or settings.openai_model,
+            )
+        return scripted_provider
+
+    return pick

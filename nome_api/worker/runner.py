@@ -1,0 +1,190 @@
+"""The run worker: finds runnable runs, claims each with a lease, drives its harness.
+
+A lease is a Redis key with a time to live that the worker keeps renewing while it drives
+the run. If the worker dies the lease lapses and another worker claims the run and continues
+from its log. Two workers can never both append a step: every append is checked against
+the run's version, so a worker that lost its lease finds out at its next step and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+
+import structlog
+
+from nome_core.application import Actor, Application
+from nome_core.clock import Clock
+from nome_core.errors import StreamConflict
+from nome_core.eventstore import DomainEvent, Draft, Meta
+from nome_core.runs import decide as runs_decide
+from nome_core.runs.effects import RunChanged
+from nome_core.runs.errors import RunEnded
+from nome_core.runs.harness import Harness
+from nome_core.runs.state import RunState
+from projections.runs import RunsProjection
+
+from nome_api.worker.providers import ProviderError
+
+log = structlog.get_logger("nome.worker")
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RunWorker:
+    """Drives runs until stopped; many workers may share one log and one Redis."""
+
+    def __init__(
+        self,
+        app: Application,
+        redis: object,
+        runs: RunsProjection,
+        harness: Harness,
+        clock: Clock,
+        *,
+        prefix: str,
+        lease_s: float = 15.0,
+        poll_s: float = 0.2,
+        max_runs: int = 64,
+    ) -> None:
+        self.app = app
+        self.redis = redis
+        self.runs = runs
+        self.harness = harness
+        self.clock = clock
+        self.prefix = prefix
+        self.lease_ms = int(lease_s * 1000)
+        self.poll_s = poll_s
+        self.max_runs = max_runs
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+
+    def lease_key(self, run_id: str) -> str:
+        return f"{self.prefix}lease:run:{run_id}"
+
+    async def start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        self._renew = self.redis.register_script(_RENEW)  # type: ignore[attr-defined]
+        self._release = self.redis.register_script(_RELEASE)  # type: ignore[attr-defined]
+        self._loop_task = asyncio.create_task(self._loop(), name="nome-worker")
+        log.info("worker_started", owner=self.owner)
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._active.values()):
+            task.cancel()
+        await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    def wake(self, *_: object) -> None:
+        """Thread-safe: the log moved, look for work now."""
+        if self._event_loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._event_loop.call_soon_threadsafe(self._wake.set)
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._claim_some()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker_poll_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _claim_some(self) -> None:
+        members = await self.redis.smembers(self.runs.runnable())  # type: ignore[attr-defined]
+        candidates = [m.decode() for m in members]
+        random.shuffle(candidates)  # several workers should not all try the same run first
+        for member in candidates:
+            if len(self._active) >= self.max_runs:
+                return
+            tenant_id, run_id = member.split("|", 1)
+            if run_id in self._active:
+                continue
+            claimed = await self.redis.set(  # type: ignore[attr-defined]
+                self.lease_key(run_id), self.owner, nx=True, px=self.lease_ms
+            )
+            if claimed:
+                task = asyncio.create_task(self._drive(tenant_id, run_id))
+                self._active[run_id] = task
+
+    async def _drive(self, tenant_id: str, run_id: str) -> None:
+        renewer = asyncio.create_task(self._keep_lease(run_id, asyncio.current_task()))
+        actor = Actor(tenant_id, Meta(principal=self.owner))
+        try:
+            state = await asyncio.to_thread(self.app.run, run_id)
+            while state is not None and not state.terminal:
+                try:
+                    state = await self._step(actor, state)
+                    break
+                except (RunChanged, StreamConflict, RunEnded):
+                    # Cancelled, or another worker got there: look at the log again.
+                    state = await asyncio.to_thread(self.app.run, run_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run_drive_failed", run_id=run_id)
+        finally:
+            renewer.cancel()
+            self._active.pop(run_id, None)
+            with contextlib.suppress(Exception):
+                await self._release(keys=[self.lease_key(run_id)], args=[self.owner])
+
+    async def _step(self, actor: Actor, state: RunState) -> RunState:
+        thread = await asyncio.to_thread(self.app.thread, state.thread_id)
+        if state.status == "pending" and (thread is None or thread.deleted):
+            return await self._record(
+                actor,
+                state,
+                runs_decide.cancel(state, state.tenant_id, "system", "the thread was deleted"),
+            )
+
+        async def record(seen: RunState, drafts: list[DomainEvent | Draft]) -> RunState:
+            return await self._record(actor, seen, drafts)
+
+        try:
+            state = await self.harness.drive(state, record)  # type: ignore[arg-type]
+        except ProviderError as exc:
+            state = await self._record(
+                actor, state, runs_decide.fail(state, "model_error", str(exc))
+            )
+        if state.terminal:
+            log.info("run_ended", run_id=state.id, status=state.status, events=state.event_count)
+        return state
+
+    async def _record(
+        self, actor: Actor, seen: RunState, drafts: list[DomainEvent | Draft]
+    ) -> RunState:
+        outcome = await self.app.record_run(actor, seen, drafts)
+        assert outcome.state is not None
+        return outcome.state
+
+    async def _keep_lease(self, run_id: str, driver: asyncio.Task[object] | None) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            renewed = await self._renew(
+                keys=[self.lease_key(run_id)], args=[self.owner, self.lease_ms]
+            )
+            if not renewed and driver is not None:
+                log.warning("run_lease_lost", run_id=run_id)
+                driver.cancel()
+                return

@@ -1,0 +1,222 @@
+"""The group-commit writer on a real Postgres: many commands per transaction, conflicts kept
+to the command that caused them, and Application retries that keep streams gapless."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from nome_api.settings import Settings
+from nome_core.application import Actor, Application
+from nome_core.clock import SystemClock
+from nome_core.errors import StreamConflict
+from nome_core.eventstore import DomainEvent, Event, EventStore, Head, Meta, seal
+from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
+from nome_core.threads.state import evolve
+from nome_core.writer import GroupCommitWriter
+from tests.conftest import PG_URL
+
+ACTOR = Actor("tenant-a")
+
+
+class GatedStore(EventStore):
+    """The real store, except that an insert waits while the test holds the gate shut.
+
+    Holding the writer inside one transaction lets the test line up the next batch exactly.
+    """
+
+    def __init__(self, url: str, *, schema: str | None) -> None:
+        super().__init__(url, schema=schema)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.inside = threading.Event()
+        self.transactions: list[int] = []  # events per committed insert
+        self.conflicts = 0
+
+    def insert(self, events: Sequence[Event]) -> list[int]:
+        self.inside.set()
+        self.gate.wait()
+        try:
+            positions = super().insert(events)
+        except StreamConflict:
+            self.conflicts += 1
+            raise
+        self.transactions.append(len(events))
+        return positions
+
+
+class Harness:
+    def __init__(self, store: GatedStore) -> None:
+        self.store = store
+        self.writer = GroupCommitWriter(store)
+        self.clock = SystemClock()
+        self.app = Application(store, self.writer, self.clock)
+
+    def new_thread(self, title: str = "t") -> list[Event]:
+        thread_id = self.clock.new_id()
+        return self.on(thread_id, Head(), ThreadCreated(title=title, metadata={}))
+
+    def on(self, thread_id: str, head: Head, *payloads: DomainEvent) -> list[Event]:
+        return seal(
+            payloads,
+            stream_id=thread_id,
+            head=head,
+            tenant_id=ACTOR.tenant_id,
+            thread_id=thread_id,
+            run_id=None,
+            meta=Meta(),
+            clock=self.clock,
+        )
+
+    async def one_batch(self, commands: list[list[Event]]) -> list[Any]:
+        """Append the commands so that the writer takes them as one batch; their outcomes."""
+        self.store.gate.clear()
+        self.store.inside.clear()
+        # The writer takes this first command alone and waits inside its transaction...
+        holder = asyncio.create_task(self.writer.append(self.new_thread("holder")))
+        assert await asyncio.to_thread(self.store.inside.wait, 30)
+        # ...while every other command queues behind it (appending submits before it awaits).
+        tasks = [asyncio.create_task(self.writer.append(c)) for c in commands]
+        await asyncio.sleep(0)
+        self.store.gate.set()
+        await holder
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    store = GatedStore(PG_URL, schema=settings.database_schema)
+    h = Harness(store)
+    h.writer.start()
+    try:
+        yield h
+    finally:
+        h.writer.stop()
+        store.close()
+
+
+async def test_concurrent_commands_commit_in_fewer_transactions_than_commands(
+    harness: Harness,
+) -> None:
+    outcomes = await asyncio.gather(
+        *(harness.app.create_thread(ACTOR, f"thread {i}", {}) for i in range(200))
+    )
+
+    positions = [p for o in outcomes for p in (e.position for e in o.events)]
+    assert len(set(positions)) == 200
+    assert harness.writer.commands == 200
+    assert harness.writer.batches < harness.writer.commands
+    assert len(harness.store.transactions) == harness.writer.batches
+    assert harness.store.head() == max(positions)
+    for outcome in outcomes[:: 40]:
+        assert outcome.state is not None
+        assert harness.app.fold(outcome.state.id, evolve, upto=1) == outcome.state
+
+
+async def test_two_commands_claiming_one_stream_version_in_a_batch_let_only_the_first_win(
+    harness: Harness,
+) -> None:
+    created = await harness.app.create_thread(ACTOR, "contested", {})
+    thread_id = created.events[0].stream_id
+    head = Head(1, created.events[0].hash)
+    first = harness.on(thread_id, head, MessageAdded(message_id="m1", role="user", content="a"))
+    second = harness.on(thread_id, head, ThreadRenamed(title="b"))
+    bystanders = [harness.new_thread(f"bystander {i}") for i in range(5)]
+    batches_before = harness.writer.batches
+
+    won, lost, *others = await harness.one_batch([first, second, *bystanders])
+
+    assert isinstance(won, list)
+    assert isinstance(lost, StreamConflict)
+    assert all(isinstance(o, list) for o in others)
+    # The winner and every bystander went in together, in one transaction.
+    assert harness.writer.batches == batches_before + 2  # the holder's, then this one
+    assert harness.writer.last_batch_size == 6
+    assert harness.store.transactions[-1] == 6
+    stream = harness.store.load(thread_id)
+    assert [(e.seq, e.data) for e in stream] == [
+        (1, ThreadCreated(title="contested", metadata={})),
+        (2, first[0].data),
+    ]
+    for command in bystanders:
+        assert [e.id for e in harness.store.load(command[0].stream_id)] == [command[0].id]
+
+
+async def test_a_command_that_lost_to_the_database_does_not_fail_the_rest_of_its_batch(
+    harness: Harness,
+) -> None:
+    created = await harness.app.create_thread(ACTOR, "contested", {})
+    thread_id = created.events[0].stream_id
+    head = Head(1, created.events[0].hash)
+    await harness.writer.append(harness.on(thread_id, head, ThreadRenamed(title="winner")))
+    # Decided on the state before the rename: its version 2 is taken in the database.
+    stale = harness.on(thread_id, head, ThreadRenamed(title="stale"))
+    bystanders = [harness.new_thread(f"bystander {i}") for i in range(5)]
+
+    outcomes = await harness.one_batch([*bystanders[:2], stale, *bystanders[2:]])
+
+    assert isinstance(outcomes[2], StreamConflict)
+    assert all(isinstance(o, list) for i, o in enumerate(outcomes) if i != 2)
+    assert [e.data for e in harness.store.load(thread_id)] == [
+        ThreadCreated(title="contested", metadata={}),
+        ThreadRenamed(title="winner"),
+    ]
+    for command in bystanders:
+        assert [e.id for e in harness.store.load(command[0].stream_id)] == [command[0].id]
+
+
+async def test_fifty_concurrent_messages_on_one_thread_all_land_with_gapless_seqs(
+    harness: Harness,
+) -> None:
+    created = await harness.app.create_thread(ACTOR, "busy", {})
+    thread_id = created.events[0].stream_id
+
+    outcomes = await asyncio.gather(
+        *(
+            harness.app.add_message(ACTOR, thread_id, role="user", content=f"message {i}")
+            for i in range(50)
+        )
+    )
+
+    stream = harness.store.load(thread_id)
+    assert sorted(e.seq for o in outcomes for e in o.events) == list(range(2, 52))
+    assert [e.seq for e in stream] == list(range(1, 52))
+    assert sorted(e.data.content for e in stream[1:]) == sorted(f"message {i}" for i in range(50))  # type: ignore[attr-defined]
+    state = harness.app.thread(thread_id)
+    assert state is not None
+    assert state.message_count == 50
+
+
+async def test_two_processes_writing_one_thread_retry_their_conflicts_into_a_gapless_stream(
+    harness: Harness, settings: Settings
+) -> None:
+    # A second application with its own store, writer, cache and locks, as another process.
+    other_store = GatedStore(PG_URL, schema=settings.database_schema)
+    other = Harness(other_store)
+    other.writer.start()
+    try:
+        created = await harness.app.create_thread(ACTOR, "shared", {})
+        thread_id = created.events[0].stream_id
+
+        outcomes = await asyncio.gather(
+            *(
+                (harness if i % 2 else other).app.add_message(
+                    ACTOR, thread_id, role="user", content=f"message {i}"
+                )
+                for i in range(50)
+            )
+        )
+    finally:
+        other.writer.stop()
+        other_store.close()
+    print("CONFLICTS", harness.store.conflicts, other_store.conflicts)
+
+    stream = harness.store.load(thread_id)
+    assert sorted(e.seq for o in outcomes for e in o.events) == list(range(2, 52))
+    assert [e.seq for e in stream] == list(range(1, 52))
+    assert [e.prev_hash for e in stream[1:]] == [e.hash for e in stream[:-1]]
+    assert harness.app.fold(thread_id, evolve, upto=51).message_count == 50  # type: ignore[union-attr]
