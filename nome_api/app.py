@@ -13,8 +13,8 @@ from nome_api import __version__
 from nome_api.errors import EXCEPTION_HANDLERS
 from nome_api.gateway import gateway
 from nome_api.routes import admin, agents, runs, threads
-from nome_api.routes.events import workspace_events
 from nome_api.routes.bootstrap import bootstrap
+from nome_api.routes.events import workspace_events
 from nome_api.routes.health import health
 from nome_api.runtime import ROLES, Runtime
 from nome_api.settings import Settings

@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild = projections.add_parser("rebuild", help="rebuild read models from the log")
     rebuild.add_argument("name", nargs="?", help="one projection (default: all)")
 
+    replay = commands.add_parser("replay", help="print a run's events (NDJSON envelopes)")
+    replay.add_argument("run_id")
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure(settings.log_format, settings.log_level)
@@ -55,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_create_key(settings, args.tenant, args.role, args.name))
     if args.command == "projections":
         return _rebuild(settings, args.name)
+    if args.command == "replay":
+        return _replay(settings, args.run_id)
     return 2
 
 
@@ -129,6 +134,31 @@ def _rebuild(settings: Settings, name: str | None) -> int:
     runtime.redis_sync.close()
     runtime.store.close()
     log.info("rebuilt", projections=[p.name for p in selected], events=runner.applied_events)
+    return 0
+
+
+def _replay(settings: Settings, run_id: str) -> int:
+    from uuid import UUID
+
+    from nome_core.eventstore import decode_stored, envelope_json
+
+    try:
+        UUID(run_id)
+    except ValueError:
+        print(f"not a run id: {run_id}", file=sys.stderr)
+        return 2
+    store = runtime_store(settings)
+    try:
+        rows = store.stream_rows(run_id)
+        if not rows or rows[0].type != "run.created":
+            print(f"no such run: {run_id}", file=sys.stderr)
+            return 1
+        out = sys.stdout.buffer
+        for row in rows:
+            out.write(envelope_json(decode_stored(row.state), row.position) + b"\n")
+        out.flush()
+    finally:
+        store.close()
     return 0
 
 

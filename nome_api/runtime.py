@@ -17,8 +17,8 @@ from nome_core.application import Actor, Application
 from nome_core.clock import Clock, SystemClock
 from nome_core.eventstore import EventStore
 from nome_core.keys import secrets as key_secrets
-from nome_core.tenants.state import tenant_id_for
 from nome_core.runs.harness import Harness
+from nome_core.tenants.state import tenant_id_for
 from nome_core.writer import GroupCommitWriter
 from projections.engine import ProjectionRunner
 from projections.listen import LogListener
@@ -91,6 +91,8 @@ class Runtime:
             self.runner.start()
         if "worker" in self.roles:
             wakers.append(self.worker.wake)
+            # Runs become claimable when the projector has recorded them as runnable.
+            self.runner.on_applied(self.worker.wake)
             await self.worker.start()
         for wake in wakers:
             self.writer.on_commit(wake)

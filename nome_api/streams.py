@@ -59,9 +59,9 @@ class LogSignal:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(self._event.wait(), seconds)
 
 
 class RunTail:
@@ -97,9 +97,9 @@ class RunTail:
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
 
-    async def changed(self, timeout: float) -> None:
+    async def changed(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(self._changed.wait(), seconds)
 
     async def _follow(self) -> None:
         while not self.ended:

@@ -17,6 +17,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
+from nome_core.agents import decide as agents_decide
+from nome_core.agents import state as agents_state
 from nome_core.clock import Clock
 from nome_core.errors import StreamConflict
 from nome_core.eventstore import (
@@ -29,8 +31,6 @@ from nome_core.eventstore import (
     head_of,
     seal,
 )
-from nome_core.agents import decide as agents_decide
-from nome_core.agents import state as agents_state
 from nome_core.keys import decide as keys_decide
 from nome_core.keys import secrets as key_secrets
 from nome_core.keys import state as keys_state
@@ -240,14 +240,14 @@ class Application:
     # -- tenants and keys ---------------------------------------------------------------
 
     async def create_tenant(
-        self, name: str, actor_meta: Meta = Meta(), *, plan: str = "free"
+        self, name: str, actor_meta: Meta | None = None, *, plan: str = "free"
     ) -> Outcome[tenants_state.TenantState | None]:
         tenant_id = tenants_state.tenant_id_for(name)
         return await self.execute(
             tenant_id,
             tenants_state.evolve,
             lambda state: tenants_decide.create(state, name, plan),
-            Actor(tenant_id, actor_meta),
+            Actor(tenant_id, actor_meta or Meta()),
         )
 
     def tenant(self, tenant_id: str) -> tenants_state.TenantState | None:
@@ -458,7 +458,10 @@ class Application:
             run, thread = states
             if run is None or run.event_count != seen.event_count:
                 raise RunChanged()
-            return [list(drafts), runs_thread_effects(run, thread, drafts, actor.tenant_id)]
+            effects: list[DomainEvent | Draft] = [
+                *runs_thread_effects(run, thread, drafts, actor.tenant_id)
+            ]
+            return [list(drafts), effects]
 
         run, _ = await self.execute_many(
             [

@@ -235,8 +235,8 @@ def seal(
     return events
 
 
-def head_of(events: Sequence[Event], start: Head = Head()) -> Head:
-    return Head(events[-1].seq, events[-1].hash) if events else start
+def head_of(events: Sequence[Event], start: Head | None = None) -> Head:
+    return Head(events[-1].seq, events[-1].hash) if events else (start or Head())
 
 
 def to_stored(event: Event) -> StoredEvent:

@@ -70,7 +70,7 @@ class View:
 
     def get(self, key: str) -> bytes | None:
         if key not in self._strings:
-            self._strings[key] = None if self._fresh else self._client.get(key)
+            self._strings[key] = None if self._fresh else self._client.get(key)  # type: ignore[assignment]
         return self._strings[key]
 
     def set(self, key: str, value: bytes) -> None:
@@ -172,7 +172,12 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._applied: list[Callable[[int], object]] = []
         self.applied_events = 0
+
+    def on_applied(self, listener: Callable[[int], object]) -> None:
+        """Call `listener(position)` after every applied batch (in-process wake-ups)."""
+        self._applied.append(listener)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -292,7 +297,10 @@ class ProjectionRunner:
             ],
             args=[expected, last, status, self.owner, *view.ops],
         )
-        if outcome != 1:
+        if outcome == 1:
+            for listener in self._applied:
+                listener(last)
+        else:
             # Someone else moved the position (or took the lease): start over from theirs.
             log.info(
                 "projection_batch_rejected",

@@ -149,8 +149,12 @@ async def get_run(request: Req, run_id: FromPath[str]) -> Response[RunView]:
     return json_bytes(doc)
 
 
-@post("/v1/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run",
-      opt={"role": "operator"})
+@post(
+    "/v1/runs/{run_id:str}/cancel",
+    status_code=200,
+    summary="Cancel a run",
+    opt={"role": "operator"},
+)
 async def cancel_run(
     request: Req, run_id: FromPath[str], data: JSONBody[CancelRun | None] = None
 ) -> Response[RunView]:
@@ -191,8 +195,9 @@ async def stream_run(request: Req, run_id: FromPath[str]) -> Stream:
     after = _resume_point(request)
     await _own_run_rows(request, run_id)
     hub = runtime_of(request).hub
-    return Stream(hub.run_frames(run_id, after), media_type="text/event-stream",
-                  headers=SSE_HEADERS)
+    return Stream(
+        hub.run_frames(run_id, after), media_type="text/event-stream", headers=SSE_HEADERS
+    )
 
 
 @get("/v1/runs/{run_id:str}/events", summary="A run's events, paginated by seq")
@@ -222,7 +227,7 @@ async def run_events(
 async def replay_run(
     request: Req,
     run_id: FromPath[str],
-    format: Annotated[str | None, QueryParameter()] = None,  # noqa: A002
+    format: Annotated[str | None, QueryParameter()] = None,
 ) -> Stream:
     rows = await _own_run_rows(request, run_id)
     ndjson = format == "ndjson" or (
@@ -275,8 +280,12 @@ async def run_state_at(
     )
 
 
-@post("/v1/runs/{run_id:str}/verify", status_code=200,
-      summary="Re-execute the harness against the recorded outputs", opt={"role": "operator"})
+@post(
+    "/v1/runs/{run_id:str}/verify",
+    status_code=200,
+    summary="Re-execute the harness against the recorded outputs",
+    opt={"role": "operator"},
+)
 async def verify_run(request: Req, run_id: FromPath[str]) -> Verdict:
     rows = await _own_run_rows(request, run_id)
     return await verify([to_event(r.state, r.position) for r in rows])
@@ -311,8 +320,11 @@ async def chat(request: Req, data: JSONBody[Chat]) -> Response[ChatResult]:
                 state = current
                 break
         if not state.terminal:
-            return json_bytes(_encode(ChatResult(run=run_view(state))), status=202,
-                              position=request.scope["state"]["position"])
+            return json_bytes(
+                _encode(ChatResult(run=run_view(state))),
+                status=202,
+                position=request.scope["state"]["position"],
+            )
         answer = next((m for m in reversed(state.messages) if m.completed), None)
         message = (
             MessageView(
@@ -332,22 +344,31 @@ async def chat(request: Req, data: JSONBody[Chat]) -> Response[ChatResult]:
             if answer
             else None
         )
-        return json_bytes(_encode(ChatResult(run=run_view(state), message=message)),
-                          position=request.scope["state"]["position"])
+        return json_bytes(
+            _encode(ChatResult(run=run_view(state), message=message)),
+            position=request.scope["state"]["position"],
+        )
 
     return await idempotent(request, run)
 
 
-@post("/v1/chat/stream", status_code=200, summary="Run and stream its events (SSE)",
-      opt={"role": "member"})
+@post(
+    "/v1/chat/stream",
+    status_code=200,
+    summary="Run and stream its events (SSE)",
+    opt={"role": "member"},
+)
 async def chat_stream(request: Req, data: JSONBody[Chat]) -> Stream:
     state = await _chat_run(request, data)
     hub = runtime_of(request).hub
     return Stream(
         hub.run_frames(state.id, 0),
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, "X-Nome-Position": str(request.scope["state"]["position"]),
-                 "X-Nome-Run-Id": state.id},
+        headers={
+            **SSE_HEADERS,
+            "X-Nome-Position": str(request.scope["state"]["position"]),
+            "X-Nome-Run-Id": state.id,
+        },
     )
 
 

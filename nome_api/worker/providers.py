@@ -102,31 +102,31 @@ class OpenAIProvider:
         calls: dict[int, dict[str, str]] = {}
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                async with client.stream(
+            async with (
+                httpx.AsyncClient(timeout=self.timeout) as client,
+                client.stream(
                     "POST", f"{self.base_url}/chat/completions", json=body, headers=headers
-                ) as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise ProviderError(f"model server answered {response.status_code}")
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            break
-                        chunk = json.loads(data)
-                        for choice in chunk.get("choices", []):
-                            delta = choice.get("delta") or {}
-                            if delta.get("content"):
-                                yield delta["content"]
-                            for tc in delta.get("tool_calls") or []:
-                                slot = calls.setdefault(
-                                    tc.get("index", 0), {"name": "", "args": ""}
-                                )
-                                fn = tc.get("function") or {}
-                                slot["name"] += fn.get("name") or ""
-                                slot["args"] += fn.get("arguments") or ""
+                ) as response,
+            ):
+                if response.status_code != 200:
+                    await response.aread()
+                    raise ProviderError(f"model server answered {response.status_code}")
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    for choice in chunk.get("choices", []):
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield delta["content"]
+                        for tc in delta.get("tool_calls") or []:
+                            slot = calls.setdefault(tc.get("index", 0), {"name": "", "args": ""})
+                            fn = tc.get("function") or {}
+                            slot["name"] += fn.get("name") or ""
+                            slot["args"] += fn.get("arguments") or ""
         except httpx.HTTPError as exc:
             raise ProviderError(f"model server unreachable: {exc.__class__.__name__}") from None
         for index in sorted(calls):

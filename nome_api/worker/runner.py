@@ -15,6 +15,7 @@ import uuid
 
 import structlog
 
+from nome_api.worker.providers import ProviderError
 from nome_core.application import Actor, Application
 from nome_core.clock import Clock
 from nome_core.errors import StreamConflict
@@ -25,8 +26,6 @@ from nome_core.runs.errors import RunEnded
 from nome_core.runs.harness import Harness
 from nome_core.runs.state import RunState
 from projections.runs import RunsProjection
-
-from nome_api.worker.providers import ProviderError
 
 log = structlog.get_logger("nome.worker")
 
@@ -55,7 +54,7 @@ class RunWorker:
         *,
         prefix: str,
         lease_s: float = 15.0,
-        poll_s: float = 0.2,
+        poll_s: float = 0.05,
         max_runs: int = 64,
     ) -> None:
         self.app = app
@@ -107,6 +106,8 @@ class RunWorker:
                 raise
             except Exception:
                 log.exception("worker_poll_failed")
+            # Woken at once by this process's projector; the short poll covers a projector
+            # in another process (its runnable set is one cheap SMEMBERS).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 

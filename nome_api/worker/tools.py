@@ -100,14 +100,16 @@ class ToolRunner:
         if host not in self.fetch_allow_hosts:
             await _refuse_private(host, parts.port or (443 if parts.scheme == "https" else 80))
         try:
-            async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
-                async with client.stream("GET", url) as response:
-                    body = b""
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) >= MAX_BODY:
-                            body = body[:MAX_BODY]
-                            break
+            async with (
+                httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client,
+                client.stream("GET", url) as response,
+            ):
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= MAX_BODY:
+                        body = body[:MAX_BODY]
+                        break
         except httpx.HTTPError as exc:
             raise ToolFailed(f"fetch failed: {exc.__class__.__name__}") from None
         return {"status": response.status_code, "body": body.decode("utf-8", "replace")}

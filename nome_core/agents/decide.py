@@ -40,7 +40,7 @@ def create(state: AgentState | None, **config: Any) -> list[DomainEvent]:
 
 def update(state: AgentState | None, tenant_id: str, **changes: Any) -> list[DomainEvent]:
     current = live(state, tenant_id)
-    merged = {
+    merged: dict[str, Any] = {
         "name": current.name,
         "instructions": current.instructions,
         "provider": current.provider,

@@ -77,8 +77,9 @@ def fail(state: RunState, code: str, message: str) -> list[DomainEvent]:
     return [RunFailed(error=ErrorInfo(code=code, message=message))]
 
 
-def cancel(state: RunState | None, tenant_id: str, by: str | None, reason: str | None
-           ) -> list[DomainEvent]:
+def cancel(
+    state: RunState | None, tenant_id: str, by: str | None, reason: str | None
+) -> list[DomainEvent]:
     run = live(state, tenant_id)
     if run.status == "cancelled":
         return []  # cancelling twice is a no-op

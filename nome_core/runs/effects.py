@@ -27,7 +27,9 @@ class RunChanged(Conflict):
 
 
 def runs_thread_effects(
-    run: RunState, thread: ThreadState | None, drafts: Sequence[DomainEvent | Draft],
+    run: RunState,
+    thread: ThreadState | None,
+    drafts: Sequence[DomainEvent | Draft],
     tenant_id: str,
 ) -> list[DomainEvent]:
     events: list[DomainEvent] = []

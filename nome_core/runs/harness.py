@@ -146,7 +146,10 @@ class Harness:
             fresh = chunk[max(0, skip - produced) :]
             produced += len(chunk)
             pending += fresh
-            if len(pending) >= self.flush_chars or time.monotonic() - last_flush >= self.flush_seconds:
+            if (
+                len(pending) >= self.flush_chars
+                or time.monotonic() - last_flush >= self.flush_seconds
+            ):
                 state = await record(state, [_delta(message_id, pending, work_item)])
                 text += pending
                 pending = ""

@@ -68,7 +68,11 @@ def turn(state: RunState) -> Iterator[str | ToolRequest]:
 
 def outcome_line(tool: str, receipt: Any) -> str:
     if receipt is None or receipt.status in ("denied", "skipped"):
-        return f"{tool}: denied" if receipt is None or receipt.status == "denied" else f"{tool}: skipped"
+        return (
+            f"{tool}: denied"
+            if receipt is None or receipt.status == "denied"
+            else f"{tool}: skipped"
+        )
     if receipt.status == "error" or receipt.status == "queued":
         return f"{tool}: error {receipt.error or receipt.status}"
     return f"{tool}: " + json.dumps(receipt.result, separators=(",", ":"), ensure_ascii=False)

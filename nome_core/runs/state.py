@@ -78,8 +78,9 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def awaiting_approval(self) -> bool:
-        return any(c.receipt is None and c.policy.decision == "approval_required"
-                   for c in self.calls)
+        return any(
+            c.receipt is None and c.policy.decision == "approval_required" for c in self.calls
+        )
 
     def call(self, call_id: str) -> Call | None:
         return next((c for c in self.calls if c.call_id == call_id), None)
@@ -113,8 +114,9 @@ def evolve(state: RunState | None, event: Event) -> RunState | None:
         case MessageCompleted(message_id=message_id, content=content):
             # The completed content is authoritative (deltas concatenate to it).
             messages = tuple(m for m in state.messages if m.message_id != message_id)
-            done = Message(message_id=message_id, work_item_id=event.work_item_id, text=content,
-                           completed=True)
+            done = Message(
+                message_id=message_id, work_item_id=event.work_item_id, text=content, completed=True
+            )
             return msgspec.structs.replace(state, messages=(*messages, done))
         case ToolCalled() as called:
             call = Call(

@@ -12,6 +12,7 @@ to them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -20,7 +21,13 @@ import msgspec
 
 from nome_core.eventstore import DomainEvent, Draft, Event, Head, Meta, seal
 from nome_core.runs import scripted
-from nome_core.runs.events import PolicyDecision, RunCancelled, RunFailed, ToolCalled
+from nome_core.runs.events import (
+    PolicyDecision,
+    RunCancelled,
+    RunFailed,
+    ToolCalled,
+    ToolCompleted,
+)
 from nome_core.runs.harness import Harness, Provider
 from nome_core.runs.scripted import ToolRequest
 from nome_core.runs.state import Call, RunState, evolve
@@ -121,7 +128,7 @@ async def verify(events: Sequence[Event]) -> Verdict:
     compared_log = recorded[:cut]
     calls = [e.data for e in recorded if isinstance(e.data, ToolCalled)]
     receipts_by_call = {
-        e.data.call_id: e.data.receipt for e in recorded if e.type == "tool.completed"
+        e.data.call_id: e.data.receipt for e in recorded if isinstance(e.data, ToolCompleted)
     }
     tools = _RecordedTools(
         [c.policy for c in calls], [receipts_by_call.get(c.call_id) for c in calls]
@@ -137,8 +144,16 @@ async def verify(events: Sequence[Event]) -> Verdict:
 
     async def record(seen: RunState, drafts: Sequence[DomainEvent | Draft]) -> RunState:
         nonlocal head
-        sealed = seal(drafts, stream_id=seen.id, head=head, tenant_id=seen.tenant_id,
-                      thread_id=seen.thread_id, run_id=seen.id, meta=Meta(), clock=clock)
+        sealed = seal(
+            drafts,
+            stream_id=seen.id,
+            head=head,
+            tenant_id=seen.tenant_id,
+            thread_id=seen.thread_id,
+            run_id=seen.id,
+            meta=Meta(),
+            clock=clock,
+        )
         produced.extend(sealed)
         head = Head(sealed[-1].seq, sealed[-1].hash) if sealed else head
         next_state = seen
@@ -149,10 +164,8 @@ async def verify(events: Sequence[Event]) -> Verdict:
         return next_state
 
     harness = Harness(lambda _: provider, tools, clock, flush_chars=1 << 30, flush_seconds=1e9)
-    try:
+    with contextlib.suppress(_Diverged):
         await harness.drive(state, record)
-    except (_Diverged, StopIteration):
-        pass
     expected = _normalise(produced)
     actual = _normalise(compared_log)
     stopped_from_outside = cut < len(recorded)

@@ -82,7 +82,7 @@ _BINARY = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_UNARY = (ast.UAdd, ast.USub)
 _MAX_EXPRESSION = 1000
 _MAX_MAGNITUDE = 10**100
 
@@ -105,8 +105,10 @@ def evaluate(expression: str) -> int | float:
 
 
 def _eval(node: ast.AST) -> int | float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value  # type: ignore[no-any-return]
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        if isinstance(node.value, bool):
+            raise MathError("booleans are not numbers here")
+        return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and (abs(right) > 1000 or abs(left) > 10**6):
@@ -118,6 +120,7 @@ def _eval(node: ast.AST) -> int | float:
         if isinstance(result, complex) or abs(result) > _MAX_MAGNITUDE:
             raise MathError("result out of range")
         return result  # type: ignore[no-any-return]
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_eval(node.operand))  # type: ignore[no-any-return]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARY):
+        operand = _eval(node.operand)
+        return -operand if isinstance(node.op, ast.USub) else operand
     raise MathError("only numbers, + - * / // % ** and parentheses are allowed")

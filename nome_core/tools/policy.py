@@ -19,7 +19,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     max_calls_per_run: int | None = None
     approval: Approval = "none"
     offline: Offline = "fail"
-    allowed_roles: list[str] = msgspec.field(default_factory=lambda: ["member", "operator", "admin"])
+    allowed_roles: list[str] = msgspec.field(
+        default_factory=lambda: ["member", "operator", "admin"]
+    )
     version: int = 1
 
 
