@@ -12,7 +12,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from nome_api import __version__
 from nome_api.errors import EXCEPTION_HANDLERS
 from nome_api.gateway import gateway
-from nome_api.routes import admin, agents, runs, threads
+from nome_api.routes import admin, agents, approvals, runs, threads, tools
 from nome_api.routes.bootstrap import bootstrap
 from nome_api.routes.events import workspace_events
 from nome_api.routes.health import health
@@ -44,6 +44,9 @@ def create_app(
             agents.router,
             runs.router,
             workspace_events,
+            tools.router,
+            tools.receipts,
+            approvals.router,
         ]
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]

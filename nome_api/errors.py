@@ -38,6 +38,10 @@ CODES: dict[int, str] = {
 }
 
 STATUS_OF_CODE: dict[str, int] = {
+    "run_in_progress": 409,
+    "already_resolved": 409,
+    "idempotency_mismatch": 409,
+    "insufficient_credits": 402,
     "bad_request": 400,
     "not_found": 404,
     "conflict": 409,

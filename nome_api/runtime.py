@@ -12,6 +12,7 @@ from nome_api.settings import Settings
 from nome_api.streams import LogSignal, StreamHub
 from nome_api.worker.providers import provider_for
 from nome_api.worker.runner import RunWorker
+from nome_api.worker.sweeper import Sweeper
 from nome_api.worker.tools import ToolRunner
 from nome_core.application import Actor, Application
 from nome_core.clock import Clock, SystemClock
@@ -64,6 +65,7 @@ class Runtime:
         self.hub = StreamHub(self.store, self.signal, heartbeat=settings.sse_heartbeat_s)
         self.tools = ToolRunner(
             self.clock,
+            self.app.policy,
             fetch_allow_hosts=frozenset(
                 h.strip() for h in settings.fetch_allow_hosts.split(",") if h.strip()
             ),
@@ -72,11 +74,17 @@ class Runtime:
             self.app,
             self.redis,
             self.read_models.runs,
-            Harness(provider_for(settings), self.tools, self.clock),
+            Harness(
+                provider_for(settings),
+                self.tools,
+                self.clock,
+                approval_ttl_s=settings.approval_ttl_s,
+            ),
             self.clock,
             prefix=settings.redis_prefix,
             lease_s=settings.run_lease_s,
         )
+        self.sweeper = Sweeper(self.app, self.tools, self.redis, self.read_models.approvals)
         self._started = False
 
     async def start(self) -> None:
@@ -94,6 +102,7 @@ class Runtime:
             # Runs become claimable when the projector has recorded them as runnable.
             self.runner.on_applied(self.worker.wake)
             await self.worker.start()
+            await self.sweeper.start()
         for wake in wakers:
             self.writer.on_commit(wake)
             if self.listener is not None:
@@ -116,6 +125,7 @@ class Runtime:
         if self.listener is not None:
             self.listener.stop()
         if "worker" in self.roles:
+            await self.sweeper.stop()
             await self.worker.stop()
         if "projector" in self.roles:
             await asyncio.to_thread(self.runner.stop)

@@ -106,3 +106,28 @@ class UpdateAgent(Strict):
     model: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     tools: Annotated[list[ToolName], msgspec.Meta(max_length=64)] | None = None
     tier: Tier | None = None
+
+
+class PolicyBody(Strict):
+    """A tool's policy as an admin sets it (the whole policy; omitted fields take defaults)."""
+
+    max_calls_per_run: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    approval: Literal["none", "required", "admin"] = "none"
+    offline: Literal["fail", "queue", "skip"] = "fail"
+    allowed_roles: Annotated[list[RoleName], msgspec.Meta(max_length=5)] = msgspec.field(
+        default_factory=lambda: ["member", "operator", "admin"]
+    )
+
+
+class SimulatePolicy(PolicyBody, kw_only=True):
+    tool: ToolName
+
+
+class CallTool(Strict):
+    tool: ToolName
+    arguments: dict[str, object] = {}
+    thread_id: str | None = None
+
+
+class Resolve(Strict):
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None

@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fetch_allow_hosts: str = ""
     # A worker's claim on a run; another worker takes the run over once it lapses.
     run_lease_s: float = 15.0
+    approval_ttl_s: float = 3600.0
     log_format: str = "console"
     log_level: str = "info"
     rate_limit: int = 600

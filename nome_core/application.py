@@ -19,6 +19,7 @@ import msgspec
 
 from nome_core.agents import decide as agents_decide
 from nome_core.agents import state as agents_state
+from nome_core.approvals import decide as approvals_decide
 from nome_core.clock import Clock
 from nome_core.errors import StreamConflict
 from nome_core.eventstore import (
@@ -37,13 +38,17 @@ from nome_core.keys import state as keys_state
 from nome_core.runs import decide as runs_decide
 from nome_core.runs import scripted as runs_scripted
 from nome_core.runs import state as runs_state
-from nome_core.runs.effects import RunChanged, runs_thread_effects
-from nome_core.runs.events import AgentSnapshot
+from nome_core.runs.effects import RunChanged, note_effects, runs_thread_effects
+from nome_core.runs.events import AgentSnapshot, ToolCompleted
 from nome_core.tenants import decide as tenants_decide
 from nome_core.tenants import state as tenants_state
 from nome_core.threads import decide as threads_decide
 from nome_core.threads import state as threads_state
+from nome_core.tools import calls as tool_calls
+from nome_core.tools import decide as tools_decide
+from nome_core.tools import state as tools_state
 from nome_core.tools.builtin import BUILTIN_TOOLS
+from nome_core.tools.policy import Policy, default_policy
 from nome_core.writer import GroupCommitWriter
 
 S = TypeVar("S")
@@ -483,6 +488,103 @@ class Application:
             return Outcome(run, [])
         return await self.record_run(actor, run, cancel)
 
+    # -- tool policies, direct calls, approvals -----------------------------------------
+
+    def policy(self, tenant_id: str, tool: str) -> Policy:
+        """The tool's effective policy for the tenant: its latest change, or the default."""
+        stream = tools_state.policy_stream_id(tenant_id, tool)
+        return self.load(stream, tools_state.evolve).state or default_policy(tool)
+
+    async def set_policy(self, actor: Actor, proposed: Policy) -> Outcome[Policy | None]:
+        stream = tools_state.policy_stream_id(actor.tenant_id, proposed.tool)
+
+        def decide(state: Policy | None) -> list[DomainEvent]:
+            return tools_decide.change(state or default_policy(proposed.tool), proposed)
+
+        outcome = await self.execute(stream, tools_state.evolve, decide, actor)
+        state = outcome.state or default_policy(proposed.tool)
+        return Outcome(state, outcome.events)
+
+    async def record_direct_call(
+        self,
+        actor: Actor,
+        call_id: str,
+        thread_id: str | None,
+        drafts: Sequence[DomainEvent | Draft],
+    ) -> Outcome[tool_calls.DirectCall | None]:
+        """A direct call's events; a `thread.note` lands in its thread in the same commit."""
+        return await self.record_call_step(actor, call_id, thread_id, drafts, new=True)
+
+    async def record_call_step(
+        self,
+        actor: Actor,
+        call_id: str,
+        thread_id: str | None,
+        drafts: Sequence[DomainEvent | Draft],
+        *,
+        new: bool = False,
+    ) -> Outcome[tool_calls.DirectCall | None]:
+        specs = [Spec(call_id, tool_calls.evolve, thread_id=thread_id, new=new)]
+        if thread_id is not None:
+            specs.append(Spec(thread_id, threads_state.evolve, thread_id=thread_id))
+
+        def decide(states: list[Any]) -> list[list[DomainEvent | Draft]]:
+            decided: list[list[DomainEvent | Draft]] = [list(drafts)]
+            if thread_id is None:
+                return decided
+            thread = states[1]
+            live = thread is not None and not thread.deleted and thread.tenant_id == actor.tenant_id
+            folded = states[0]
+            for draft in drafts:
+                folded = tool_calls.evolve(folded, _as_event(draft))
+            effects: list[DomainEvent | Draft] = []
+            for draft in drafts:
+                data = draft.data if isinstance(draft, Draft) else draft
+                if live and folded is not None and isinstance(data, ToolCompleted):
+                    effects.extend(note_effects(folded.calls, data, episode_id=None))
+            decided.append(effects)
+            return decided
+
+        outcome, *_ = await self.execute_many(specs, decide, actor)
+        return outcome
+
+    async def resolve_approval(
+        self,
+        actor: Actor,
+        *,
+        stream_id: str,
+        run_id: str | None,
+        thread_id: str | None,
+        approval_id: str,
+        decision: str,
+        reason: str | None,
+        roles: frozenset[str],
+    ) -> Outcome[Any]:
+        """Approve, deny or expire an approval; the first resolution wins, the rest get 409."""
+        evolve = runs_state.evolve if run_id is not None else tool_calls.evolve
+        receipt_id = self.clock.new_id()
+
+        def decide(state: Any) -> list[DomainEvent | Draft]:
+            return approvals_decide.resolve(
+                state,
+                actor.tenant_id,
+                approval_id,
+                decision=decision,
+                by=actor.meta.principal,
+                reason=reason,
+                roles=roles,
+                receipt_id=receipt_id,
+                now=self.clock.now(),
+                run_id=run_id,
+            )
+
+        return await self.execute(
+            stream_id, evolve, decide, actor, thread_id=thread_id, run_id=run_id
+        )
+
+    def direct_call(self, call_id: str) -> tool_calls.DirectCall | None:
+        return self.load(call_id, tool_calls.evolve).state
+
 
 class _CountedLock(asyncio.Lock):
     """A per-stream lock that knows how many commands hold or wait for it."""
@@ -490,3 +592,25 @@ class _CountedLock(asyncio.Lock):
     def __init__(self) -> None:
         super().__init__()
         self.users = 0
+
+
+def _as_event(draft: DomainEvent | Draft) -> Event:
+    """A draft as an unrecorded event, to fold ahead of appending (no ids are read)."""
+    data, work_item = (
+        (draft.data, draft.work_item_id) if isinstance(draft, Draft) else (draft, None)
+    )
+    return Event(
+        id="",
+        type=data.type,
+        tenant_id="",
+        stream_id="",
+        thread_id=None,
+        run_id=None,
+        work_item_id=work_item,
+        seq=0,
+        at="",
+        data=data,
+        hash="",
+        prev_hash=None,
+        meta=Meta(),
+    )

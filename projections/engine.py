@@ -97,6 +97,12 @@ class View:
     def hincrby(self, key: str, field: str, amount: int) -> None:
         self._op("HINCRBY", key, field, amount)
 
+    def lpush(self, key: str, value: bytes) -> None:
+        self._op("LPUSH", key, value)
+
+    def ltrim(self, key: str, start: int, stop: int) -> None:
+        self._op("LTRIM", key, start, stop)
+
     def sadd(self, key: str, member: str) -> None:
         self._op("SADD", key, member)
 

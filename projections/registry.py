@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from projections.agents import AgentsProjection
+from projections.approvals import ApprovalsProjection
 from projections.engine import Projection
 from projections.keys import KeysProjection
 from projections.runs import RunsProjection
 from projections.tenants import TenantsProjection
 from projections.threads import ThreadsProjection
+from projections.tools import ToolsProjection
 
 
 class ReadModels:
@@ -20,10 +22,20 @@ class ReadModels:
         self.threads = ThreadsProjection(prefix)
         self.runs = RunsProjection(prefix)
         self.agents = AgentsProjection(prefix)
+        self.approvals = ApprovalsProjection(prefix)
+        self.tools = ToolsProjection(prefix)
 
     @property
     def all(self) -> list[Projection]:
-        return [self.tenants, self.keys, self.threads, self.runs, self.agents]
+        return [
+            self.tenants,
+            self.keys,
+            self.threads,
+            self.runs,
+            self.agents,
+            self.approvals,
+            self.tools,
+        ]
 
     def named(self, name: str) -> Projection | None:
         return next((p for p in self.all if p.name == name), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
+from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
 from nome_core.eventstore import Event
 from nome_core.runs.events import (
     ErrorInfo,
@@ -13,8 +14,6 @@ from nome_core.runs.events import (
     RunCreated,
     RunFailed,
     RunStarted,
-    ToolCalled,
-    ToolCompleted,
     Usage,
 )
 from nome_core.threads.events import RunAdmitted
@@ -110,13 +109,12 @@ class RunsProjection(Projection):
         match event.data:
             case RunStarted():
                 run = msgspec.structs.replace(run, status="active", started_at=event.at)
-            case ToolCalled(call_id=call_id, policy=policy) if (
-                policy.decision == "approval_required"
-            ):
-                self._set_awaiting(view, tenant, run_id, [*self._awaiting(view, run_id), call_id])
+            case ApprovalRequested(approval_id=approval_id):
+                waiting = [*self._awaiting(view, run_id), approval_id]
+                self._set_awaiting(view, tenant, run_id, waiting)
                 run = msgspec.structs.replace(run, awaiting_approval=True)
-            case ToolCompleted(call_id=call_id) if old.awaiting_approval:
-                waiting = [c for c in self._awaiting(view, run_id) if c != call_id]
+            case ApprovalResolved(approval_id=approval_id):
+                waiting = [a for a in self._awaiting(view, run_id) if a != approval_id]
                 self._set_awaiting(view, tenant, run_id, waiting)
                 run = msgspec.structs.replace(run, awaiting_approval=bool(waiting))
             case RunCompleted(usage=usage):
@@ -142,11 +140,11 @@ class RunsProjection(Projection):
         raw = view.get(self.awaiting(run_id))
         return msgspec.json.decode(raw, type=list[str]) if raw else []
 
-    def _set_awaiting(self, view: View, tenant: str, run_id: str, call_ids: list[str]) -> None:
-        """Calls waiting on a person; while any waits, no worker should pick the run up."""
+    def _set_awaiting(self, view: View, tenant: str, run_id: str, approvals: list[str]) -> None:
+        """Approvals pending; while any waits, no worker should pick the run up."""
         member = f"{tenant}|{run_id}"
-        if call_ids:
-            view.set(self.awaiting(run_id), _encode(call_ids))
+        if approvals:
+            view.set(self.awaiting(run_id), _encode(approvals))
             view.srem(self.runnable(), member)
         else:
             view.delete(self.awaiting(run_id))

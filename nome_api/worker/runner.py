@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import uuid
 
 import structlog
 
 from nome_api.worker.providers import ProviderError
+from nome_api.worker.tools import ToolQueued
 from nome_core.application import Actor, Application
 from nome_core.clock import Clock
 from nome_core.errors import StreamConflict
@@ -68,6 +70,8 @@ class RunWorker:
         self.max_runs = max_runs
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._active: dict[str, asyncio.Task[None]] = {}
+        # Runs whose tool backend was down under `offline: queue`: not before this time.
+        self._not_before: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -119,7 +123,7 @@ class RunWorker:
             if len(self._active) >= self.max_runs:
                 return
             tenant_id, run_id = member.split("|", 1)
-            if run_id in self._active:
+            if run_id in self._active or self._not_before.get(run_id, 0) > time.monotonic():
                 continue
             claimed = await self.redis.set(  # type: ignore[attr-defined]
                 self.lease_key(run_id), self.owner, nx=True, px=self.lease_ms
@@ -164,6 +168,10 @@ class RunWorker:
 
         try:
             state = await self.harness.drive(state, record)  # type: ignore[arg-type]
+            self._not_before.pop(state.id, None)
+        except ToolQueued as queued:
+            self._not_before[state.id] = time.monotonic() + queued.retry_after_s
+            log.info("tool_queued", run_id=state.id, retry_after_s=queued.retry_after_s)
         except ProviderError as exc:
             state = await self._record(
                 actor, state, runs_decide.fail(state, "model_error", str(exc))

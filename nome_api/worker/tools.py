@@ -7,6 +7,7 @@ import ipaddress
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from nome_core.tools.builtin import (
     check_arguments,
     evaluate,
 )
+from nome_core.tools.calls import DirectCall
 from nome_core.tools.receipts import ReceiptStatus, ToolReceipt
 
 MAX_BODY = 256 * 1024
@@ -37,20 +39,45 @@ class ToolFailed(Exception):
     """The tool ran and failed; the model sees the message in an `error` receipt."""
 
 
+class BackendUnreachable(ToolFailed):
+    """The tool's backend cannot be reached; the policy's `offline` rule decides."""
+
+
+class ToolQueued(Exception):
+    """`offline: queue`: the call waits and is retried once the backend may be back."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"tool backend unreachable; retry in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
 class ToolRunner:
-    """Runs built-in tools for the harness."""
+    """Runs built-in tools for the harness and for direct calls, under the policy matrix."""
 
-    def __init__(self, clock: Clock, *, fetch_allow_hosts: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        policy_of: Callable[[str, str], policies.Policy],
+        *,
+        fetch_allow_hosts: frozenset[str] = frozenset(),
+        queue_retry_s: float = 2.0,
+    ) -> None:
         self.clock = clock
+        self.policy_of = policy_of
         self.fetch_allow_hosts = fetch_allow_hosts
+        self.queue_retry_s = queue_retry_s
 
-    def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision:
+    async def current_policy(self, tenant_id: str, tool: str) -> policies.Policy:
+        return await asyncio.to_thread(self.policy_of, tenant_id, tool)
+
+    async def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision:
         if tool not in BUILTIN_TOOLS:
             return PolicyDecision(decision="deny", rule="unknown_tool")
-        policy = policies.default_policy(tool)
+        policy = await self.current_policy(state.tenant_id, tool)
         return policies.decide(policy, calls_so_far=calls_so_far, creator_roles=state.creator_roles)
 
-    async def execute(self, state: RunState, call: Call) -> ToolReceipt:
+    async def execute(self, state: RunState | DirectCall, call: Call) -> ToolReceipt:
+        """Run one call and write its receipt. Raises ToolQueued for `offline: queue`."""
         started, t0 = self.clock.now(), time.perf_counter()
         status: ReceiptStatus = "ok"
         result: Any = None
@@ -60,11 +87,17 @@ class ToolRunner:
         else:
             try:
                 result = await self._run(call)
+            except BackendUnreachable as exc:
+                offline = (await self.current_policy(state.tenant_id, call.tool)).offline
+                if offline == "queue":
+                    raise ToolQueued(self.queue_retry_s) from exc
+                status = "skipped" if offline == "skip" else "error"
+                error = str(exc)
             except (ArgumentsInvalid, ToolFailed, MathError) as exc:
                 status, error = "error", str(exc)
         return ToolReceipt(
             id=self.clock.new_id(),
-            run_id=state.id,
+            run_id=state.id if isinstance(state, RunState) else None,
             work_item_id=call.work_item_id,
             call_id=call.call_id,
             tool=call.tool,
@@ -76,7 +109,8 @@ class ToolRunner:
             started_at=started,
             finished_at=self.clock.now(),
             duration_ms=round((time.perf_counter() - t0) * 1000, 3),
-            policy_version=1,
+            policy_version=call.policy.version,
+            approval_id=call.approval_id,
         )
 
     async def _run(self, call: Call) -> Any:
@@ -110,6 +144,8 @@ class ToolRunner:
                     if len(body) >= MAX_BODY:
                         body = body[:MAX_BODY]
                         break
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise BackendUnreachable(f"{host} is unreachable ({exc.__class__.__name__})") from None
         except httpx.HTTPError as exc:
             raise ToolFailed(f"fetch failed: {exc.__class__.__name__}") from None
         return {"status": response.status_code, "body": body.decode("utf-8", "replace")}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from nome_core.eventstore import Client, DomainEvent
+from nome_core.approvals.events import ApprovalResolved
+from nome_core.eventstore import Client, DomainEvent, Draft
 from nome_core.runs.errors import RunEnded, RunNotFound
 from nome_core.runs.events import (
     AgentSnapshot,
@@ -79,10 +80,24 @@ def fail(state: RunState, code: str, message: str) -> list[DomainEvent]:
 
 def cancel(
     state: RunState | None, tenant_id: str, by: str | None, reason: str | None
-) -> list[DomainEvent]:
+) -> list[DomainEvent | Draft]:
     run = live(state, tenant_id)
     if run.status == "cancelled":
         return []  # cancelling twice is a no-op
     if run.terminal:
         raise RunEnded(run.status)
-    return [RunCancelled(by=by, reason=reason)]
+    # Nobody may answer a cancelled run's questions: close them with it.
+    closing: list[DomainEvent | Draft] = [
+        Draft(
+            ApprovalResolved(
+                approval_id=call.approval_id,
+                decision="denied",
+                by=by,
+                reason="the run was cancelled",
+            ),
+            call.work_item_id,
+        )
+        for call in run.calls
+        if call.approval_status == "pending" and call.approval_id is not None
+    ]
+    return [*closing, RunCancelled(by=by, reason=reason)]

@@ -13,7 +13,7 @@ from nome_core.runs.events import (
     RunFailed,
     ToolCompleted,
 )
-from nome_core.runs.state import RunState
+from nome_core.runs.state import Call, RunState
 from nome_core.threads import decide as threads_decide
 from nome_core.threads.events import MessageAdded
 from nome_core.threads.state import ThreadState
@@ -51,19 +51,27 @@ def runs_thread_effects(
                         client=run.client,
                     )
                 )
-            case ToolCompleted(call_id=call_id, receipt=receipt) if live and receipt.status == "ok":
-                call = run.call(call_id)
-                if call is not None and call.tool == "thread.note":
-                    # The note lands with the receipt that reports it: never twice, never lost.
-                    events.append(
-                        MessageAdded(
-                            message_id=str(receipt.result["note_id"]),
-                            role="system",
-                            content=str(call.arguments.get("text", "")),
-                            tools_invoked=["thread.note"],
-                            episode_id=run.id,
-                        )
-                    )
+            case ToolCompleted() as completed if live:
+                events.extend(note_effects(run.calls, completed, episode_id=run.id))
             case RunCompleted() | RunFailed() | RunCancelled():
                 events.extend(threads_decide.release_run(thread, run.id))
     return events
+
+
+def note_effects(
+    calls: Sequence[Call], completed: ToolCompleted, *, episode_id: str | None
+) -> list[DomainEvent]:
+    """A `thread.note` lands with the receipt that reports it: never twice, never lost."""
+    call = next((c for c in calls if c.call_id == completed.call_id), None)
+    receipt = completed.receipt
+    if call is None or call.tool != "thread.note" or receipt.status != "ok":
+        return []
+    return [
+        MessageAdded(
+            message_id=str(receipt.result["note_id"]),
+            role="system",
+            content=str(call.arguments.get("text", "")),
+            tools_invoked=["thread.note"],
+            episode_id=episode_id,
+        )
+    ]

@@ -33,6 +33,8 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
 class PolicyDecision(msgspec.Struct, frozen=True, kw_only=True):
     decision: Literal["allow", "approval_required", "deny"]
     rule: str
+    # The policy version that decided (API.md lists decision and rule; receipts need this).
+    version: int = 0
 
 
 @event_type("run.created")

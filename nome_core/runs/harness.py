@@ -14,6 +14,7 @@ from typing import Protocol
 
 import msgspec
 
+from nome_core.approvals import decide as approvals_decide
 from nome_core.clock import Clock
 from nome_core.eventstore import DomainEvent, Draft
 from nome_core.runs import decide
@@ -41,6 +42,10 @@ class RunTool(msgspec.Struct, frozen=True):
     call: Call
 
 
+class RequestApproval(msgspec.Struct, frozen=True):
+    call: Call
+
+
 class Wait(msgspec.Struct, frozen=True):
     """A call waits for its approval; the run resumes when it is resolved."""
 
@@ -49,7 +54,7 @@ class Done(msgspec.Struct, frozen=True):
     pass
 
 
-Step = Start | ModelTurn | RunTool | Wait | Done
+Step = Start | ModelTurn | RunTool | RequestApproval | Wait | Done
 
 
 def next_step(state: RunState) -> Step:
@@ -58,8 +63,13 @@ def next_step(state: RunState) -> Step:
     if state.status == "pending":
         return Start()
     for call in state.calls:
-        if call.receipt is None:
-            return Wait() if call.policy.decision == "approval_required" else RunTool(call)
+        if call.receipt is not None:
+            continue
+        if call.policy.decision != "approval_required" or call.approval_status == "approved":
+            return RunTool(call)
+        if call.approval_id is None:
+            return RequestApproval(call)
+        return Wait()  # pending; a denial or expiry records the receipt with its resolution
     partial = next((m for m in state.messages if not m.completed), None)
     return ModelTurn(partial)
 
@@ -76,7 +86,7 @@ class Provider(Protocol):
 
 
 class Tools(Protocol):
-    def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision: ...
+    async def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision: ...
 
     async def execute(self, state: RunState, call: Call) -> ToolReceipt: ...
 
@@ -95,7 +105,9 @@ class Harness:
         *,
         flush_chars: int = 2048,
         flush_seconds: float = 0.05,
+        approval_ttl_s: float = 3600.0,
     ) -> None:
+        self.approval_ttl_s = approval_ttl_s
         self.provider_for = provider_for
         self.tools = tools
         self.clock = clock
@@ -111,6 +123,11 @@ class Harness:
                 case Start():
                     model = self.provider_for(state).model
                     state = await record(state, decide.start(state, model))
+                case RequestApproval(call=call):
+                    drafts = approvals_decide.request(
+                        call, self.clock.new_id(), self.clock.now(), self.approval_ttl_s
+                    )
+                    state = await record(state, drafts)
                 case RunTool(call=call):
                     receipt = await self.tools.execute(state, call)
                     completed = _tool_completed(call, receipt)
@@ -166,18 +183,20 @@ class Harness:
                 )
             )
         if requests:
-            drafts.extend(self._calls(state, requests))
+            drafts.extend(await self._calls(state, requests))
         else:
             drafts.extend(decide.complete(state, text))
         return await record(state, drafts)
 
-    def _calls(self, state: RunState, requests: list[ToolRequest]) -> list[DomainEvent | Draft]:
+    async def _calls(
+        self, state: RunState, requests: list[ToolRequest]
+    ) -> list[DomainEvent | Draft]:
         drafts: list[DomainEvent | Draft] = []
         counts: dict[str, int] = {}
         for call in state.calls:
             counts[call.tool] = counts.get(call.tool, 0) + 1
         for request in requests:
-            policy = self.tools.policy_for(state, request.tool, counts.get(request.tool, 0))
+            policy = await self.tools.policy_for(state, request.tool, counts.get(request.tool, 0))
             counts[request.tool] = counts.get(request.tool, 0) + 1
             called = ToolCalled(
                 call_id=self.clock.new_id(),

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
 from nome_core.eventstore import Client, Event
 from nome_core.runs.events import (
     AgentSnapshot,
@@ -37,6 +38,10 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     arguments: Any
     policy: PolicyDecision
     receipt: ToolReceipt | None = None
+    approval_id: str | None = None
+    approval_tier: str | None = None
+    approval_status: str | None = None  # pending, approved, denied, expired
+    approval_expires_at: str | None = None
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,9 +83,7 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def awaiting_approval(self) -> bool:
-        return any(
-            c.receipt is None and c.policy.decision == "approval_required" for c in self.calls
-        )
+        return any(c.approval_status == "pending" for c in self.calls)
 
     def call(self, call_id: str) -> Call | None:
         return next((c for c in self.calls if c.call_id == call_id), None)
@@ -118,21 +121,8 @@ def evolve(state: RunState | None, event: Event) -> RunState | None:
                 message_id=message_id, work_item_id=event.work_item_id, text=content, completed=True
             )
             return msgspec.structs.replace(state, messages=(*messages, done))
-        case ToolCalled() as called:
-            call = Call(
-                call_id=called.call_id,
-                work_item_id=event.work_item_id,
-                tool=called.tool,
-                arguments=called.arguments,
-                policy=called.policy,
-            )
-            return msgspec.structs.replace(state, calls=(*state.calls, call))
-        case ToolCompleted(call_id=call_id, receipt=receipt):
-            calls = tuple(
-                msgspec.structs.replace(c, receipt=receipt) if c.call_id == call_id else c
-                for c in state.calls
-            )
-            return msgspec.structs.replace(state, calls=calls)
+        case ToolCalled() | ApprovalRequested() | ApprovalResolved() | ToolCompleted():
+            return msgspec.structs.replace(state, calls=evolve_calls(state.calls, event))
         case RunCompleted(usage=usage, output=output):
             return msgspec.structs.replace(
                 state, status="completed", ended_at=event.at, usage=usage, output=output
@@ -156,3 +146,40 @@ def _with_message(
             return msgspec.structs.replace(state, messages=messages)
     new = Message(message_id=message_id, work_item_id=work_item_id, text=text, completed=completed)
     return msgspec.structs.replace(state, messages=(*state.messages, new))
+
+
+def _with_call(calls: tuple[Call, ...], call_id: str, **changes: Any) -> tuple[Call, ...]:
+    return tuple(
+        msgspec.structs.replace(c, **changes) if c.call_id == call_id else c for c in calls
+    )
+
+
+def evolve_calls(calls: tuple[Call, ...], event: Event) -> tuple[Call, ...]:
+    """Tool calls and their approvals, as runs and direct calls both record them."""
+    match event.data:
+        case ToolCalled() as called:
+            call = Call(
+                call_id=called.call_id,
+                work_item_id=event.work_item_id,
+                tool=called.tool,
+                arguments=called.arguments,
+                policy=called.policy,
+            )
+            return (*calls, call)
+        case ApprovalRequested() as requested:
+            return _with_call(
+                calls,
+                requested.call_id,
+                approval_id=requested.approval_id,
+                approval_tier=requested.tier,
+                approval_status="pending",
+                approval_expires_at=requested.expires_at,
+            )
+        case ApprovalResolved(approval_id=approval_id, decision=decision):
+            waiting = next((c for c in calls if c.approval_id == approval_id), None)
+            if waiting is None:
+                return calls
+            return _with_call(calls, waiting.call_id, approval_status=decision)
+        case ToolCompleted(call_id=call_id, receipt=receipt):
+            return _with_call(calls, call_id, receipt=receipt)
+    return calls

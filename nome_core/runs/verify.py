@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from nome_core.approvals.events import ApprovalResolved
 from nome_core.eventstore import DomainEvent, Draft, Event, Head, Meta, seal
 from nome_core.runs import scripted
 from nome_core.runs.events import (
@@ -28,12 +29,16 @@ from nome_core.runs.events import (
     ToolCalled,
     ToolCompleted,
 )
-from nome_core.runs.harness import Harness, Provider
+from nome_core.runs.harness import Harness, Provider, Wait, next_step
 from nome_core.runs.scripted import ToolRequest
 from nome_core.runs.state import Call, RunState, evolve
 from nome_core.tools.receipts import ToolReceipt
 
-_ID_KEYS = frozenset({"message_id", "call_id", "work_item_id", "id", "run_id", "note_id"})
+_ID_KEYS = frozenset(
+    {"message_id", "call_id", "work_item_id", "id", "run_id", "note_id", "approval_id"}
+)
+# Set from the clock when the step ran; replayed steps run at another time.
+_TIME_KEYS = frozenset({"expires_at"})
 _EXTERNAL = frozenset({RunCancelled.type, RunFailed.type})
 
 
@@ -91,7 +96,7 @@ class _RecordedTools:
         self._receipts = receipts
         self._asked = 0
 
-    def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision:
+    async def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision:
         # What the policy matrix decided is an input of the run (it has versions of its own),
         # so it is played back like the model's output.
         index = self._asked
@@ -105,7 +110,11 @@ class _RecordedTools:
             raise _Diverged()
         # The recorded receipt, under the ids of the call being replayed.
         return msgspec.structs.replace(
-            receipt, run_id=state.id, call_id=call.call_id, work_item_id=call.work_item_id
+            receipt,
+            run_id=state.id,
+            call_id=call.call_id,
+            work_item_id=call.work_item_id,
+            approval_id=call.approval_id,
         )
 
 
@@ -164,8 +173,24 @@ async def verify(events: Sequence[Event]) -> Verdict:
         return next_state
 
     harness = Harness(lambda _: provider, tools, clock, flush_chars=1 << 30, flush_seconds=1e9)
+    resolutions = [e.data for e in recorded if isinstance(e.data, ApprovalResolved)]
+    refusals = {
+        e.data.receipt.approval_id: e.data.receipt
+        for e in recorded
+        if isinstance(e.data, ToolCompleted) and e.data.receipt.status != "ok"
+    }
     with contextlib.suppress(_Diverged):
-        await harness.drive(state, record)
+        while True:
+            state = await harness.drive(state, record)
+            if not isinstance(next_step(state), Wait):
+                break
+            # A person (or the expiry job) answered: feed the recorded answer back in.
+            waiting = next(c for c in state.calls if c.approval_status == "pending")
+            asked = [c for c in state.calls if c.approval_id is not None]
+            index = asked.index(waiting)
+            if index >= len(resolutions):
+                break  # still waiting when the log ends
+            state = await record(state, _answer(waiting, resolutions[index], refusals))
     expected = _normalise(produced)
     actual = _normalise(compared_log)
     stopped_from_outside = cut < len(recorded)
@@ -181,6 +206,26 @@ async def verify(events: Sequence[Event]) -> Verdict:
     if len(actual) > len(expected):
         return _diverged(recorded, len(expected), None, actual[len(expected)])
     return Verdict(deterministic=True, events_compared=len(events), divergence=None)
+
+
+def _answer(
+    call: Call, resolution: ApprovalResolved, refusals: dict[str | None, ToolReceipt]
+) -> list[DomainEvent | Draft]:
+    drafts: list[DomainEvent | Draft] = [
+        Draft(msgspec.structs.replace(resolution, approval_id=call.approval_id), call.work_item_id)
+    ]
+    refusal = refusals.get(resolution.approval_id)
+    if refusal is not None:
+        receipt = msgspec.structs.replace(
+            refusal,
+            call_id=call.call_id,
+            work_item_id=call.work_item_id,
+            approval_id=call.approval_id,
+        )
+        drafts.append(
+            Draft(ToolCompleted(call_id=call.call_id, receipt=receipt), call.work_item_id)
+        )
+    return drafts
 
 
 def _diverged(
@@ -219,6 +264,7 @@ def _ids(value: Any, names: dict[str, str]) -> Any:
         return {
             k: _rename(v, names) if k in _ID_KEYS and isinstance(v, str) else _ids(v, names)
             for k, v in value.items()
+            if k not in _TIME_KEYS
         }
     if isinstance(value, list):
         return [_ids(v, names) for v in value]

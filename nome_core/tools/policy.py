@@ -34,10 +34,13 @@ def default_policy(tool: str) -> Policy:
 
 def decide(policy: Policy, *, calls_so_far: int, creator_roles: list[str]) -> PolicyDecision:
     """Allow, ask for approval, or deny one call, and name the rule that decided."""
+    version = policy.version
     if not set(creator_roles) & set(policy.allowed_roles):
-        return PolicyDecision(decision="deny", rule="allowed_roles")
+        return PolicyDecision(decision="deny", rule="allowed_roles", version=version)
     if policy.max_calls_per_run is not None and calls_so_far >= policy.max_calls_per_run:
-        return PolicyDecision(decision="deny", rule="max_calls_per_run")
+        return PolicyDecision(decision="deny", rule="max_calls_per_run", version=version)
     if policy.approval != "none":
-        return PolicyDecision(decision="approval_required", rule=f"approval:{policy.approval}")
-    return PolicyDecision(decision="allow", rule="default")
+        return PolicyDecision(
+            decision="approval_required", rule=f"approval:{policy.approval}", version=version
+        )
+    return PolicyDecision(decision="allow", rule="policy", version=version)

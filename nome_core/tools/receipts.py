@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from nome_core.eventstore import sha256_hex
+
 ReceiptStatus = Literal["ok", "error", "denied", "skipped", "queued"]
 
 
@@ -25,3 +27,34 @@ class ToolReceipt(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: float
     policy_version: int
     approval_id: str | None = None
+
+
+def denied_receipt(
+    *,
+    receipt_id: str,
+    run_id: str | None,
+    call: Any,
+    error: str,
+    now: str,
+    approval_id: str | None = None,
+    policy_version: int = 0,
+    status: ReceiptStatus = "denied",
+) -> ToolReceipt:
+    """A receipt for a call that did not run (refused, expired or skipped)."""
+    return ToolReceipt(
+        id=receipt_id,
+        run_id=run_id,
+        work_item_id=call.work_item_id,
+        call_id=call.call_id,
+        tool=call.tool,
+        status=status,
+        arguments_sha256=sha256_hex(call.arguments),
+        result=None,
+        result_sha256=None,
+        error=error,
+        started_at=now,
+        finished_at=now,
+        duration_ms=0.0,
+        policy_version=policy_version,
+        approval_id=approval_id,
+    )
