@@ -114,7 +114,9 @@ async def simulate_policy(request: Req, data: JSONBody[SimulatePolicy]) -> Simul
     proposed = Policy(tool=tool, version=current.version + 1, **fields)
     raw = await runtime.redis.lrange(runtime.read_models.tools.recent_calls(tenant), 0, -1)
     recent = [msgspec.json.decode(r, type=RecentCall) for r in raw]
-    mine = [c for c in recent if c.tool == tool]
+    # Runs record who started them, so their calls can be decided again; direct calls are
+    # decided on the caller's key at the time and are left out.
+    mine = [c for c in recent if c.tool == tool and c.run_id is not None]
     changes: list[DecisionChange] = []
     summary: dict[str, int] = {}
     for call in mine:
