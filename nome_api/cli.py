@@ -71,11 +71,21 @@ def runtime_store(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _serve(settings: Settings, roles: list[str]) -> int:
+    import gc
+
     import uvicorn
 
     from nome_api.app import create_app
 
     app = create_app(settings, roles=roles)
+    # The writer and projector threads wait on I/O and then queue for the GIL behind the event
+    # loop; a shorter switch interval gets them back sooner (measured: a 16-event commit went
+    # from 56 ms to 7 ms under load). Long-lived objects made at start-up are frozen out of
+    # the collector and full collections made rarer: they stalled requests 50-77 ms.
+    sys.setswitchinterval(0.0005)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     uvicorn.run(
         app,
         host=settings.host,

@@ -1,8 +1,8 @@
 """The projection engine: follow the global log, keep Redis read models, exactly once.
 
-Each projection's changes for a batch of events go to Redis in one Lua script together with
-its new position, and the script applies them only if the stored position is still the one
-the batch started from and this runner still holds the projection's lease. A redelivered or
+Every projection's changes for a batch of events go to Redis in one Lua script together with
+their new positions, and the script applies them only if each stored position is still the
+one the batch started from and this runner still holds each projection's lease. A redelivered or
 concurrently applied batch therefore changes nothing. Positions advance over every event,
 not only the types a projection folds, so "has position N been processed" is always
 answerable.
@@ -27,22 +27,32 @@ from nome_core.eventstore import Event, EventStore, to_event
 
 log = structlog.get_logger("nome.projections")
 
-# KEYS: position, status, lease. ARGV: expected position, new position, status, lease owner,
-# then the ops, each as <argument count> <command> <arguments...>. Both checks come before
-# the first write, because Redis does not undo a script that fails halfway.
+# KEYS: position, status, lease of each projection in the batch. ARGV: lease owner, the number
+# of projections, then per projection: expected position, new position, status, length of its
+# ops; then all ops, each as <argument count> <command> <arguments...>. Every check comes
+# before the first write, because Redis does not undo a script that fails halfway.
 _APPLY = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current ~= tonumber(ARGV[1]) then return {0, current} end
-if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {-1, current} end
-local i = 5
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
+local owner = ARGV[1]
+local count = tonumber(ARGV[2])
+for p = 1, count do
+  local head = 2 + (p - 1) * 4
+  local current = tonumber(redis.call('GET', KEYS[(p - 1) * 3 + 1]) or '0')
+  if current ~= tonumber(ARGV[head + 1]) then return {0, p, current} end
+  if redis.call('GET', KEYS[(p - 1) * 3 + 3]) ~= owner then return {-1, p, current} end
 end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[3])
-return {1, tonumber(ARGV[2])}
+local i = 2 + count * 4 + 1
+for p = 1, count do
+  local head = 2 + (p - 1) * 4
+  local stop = i + tonumber(ARGV[head + 4])
+  while i < stop do
+    local n = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+  end
+  redis.call('SET', KEYS[(p - 1) * 3 + 1], ARGV[head + 2])
+  redis.call('SET', KEYS[(p - 1) * 3 + 2], ARGV[head + 3])
+end
+return {1, 0, 0}
 """
 
 # KEYS: lease. ARGV: owner, ttl ms. Take the lease if free, renew it if ours.
@@ -179,6 +189,7 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._applied: list[Callable[[int], object]] = []
+        self._renewed: dict[str, float] = {}
         self.applied_events = 0
 
     def on_applied(self, listener: Callable[[int], object]) -> None:
@@ -228,7 +239,7 @@ class ProjectionRunner:
     def step(self) -> int:
         """Apply at most one page of events to every projection that is behind."""
         head = self.store.head()
-        mine = [p for p in self.projections if self._hold(p.name)]
+        mine = self._holding()
         if not mine:
             return 0
         positions = self.positions([p.name for p in mine])
@@ -245,6 +256,7 @@ class ProjectionRunner:
             return 0
         events = [to_event(row.state, row.position) for row in rows]
         last = rows[-1].position
+        batch = []
         for projection in behind:
             position = positions[projection.name]
             if last <= position:
@@ -253,7 +265,8 @@ class ProjectionRunner:
                 # apply the events in between a second time.
                 continue
             pending = [e for e in events if e.position and e.position > position]
-            self._commit(projection, position, pending, last, head)
+            batch.append((projection, position, pending))
+        self._commit(batch, last, head)
         self.applied_events += len(events)
         return len(events)
 
@@ -288,30 +301,41 @@ class ProjectionRunner:
         pipe.execute()
 
     def _commit(
-        self, projection: Projection, expected: int, events: list[Event], last: int, head: int
+        self, batch: list[tuple[Projection, int, list[Event]]], last: int, head: int
     ) -> None:
-        view = View(self.client, fresh=expected == 0)
-        for event in events:
-            if projection.wants(event):
-                projection.apply(event, view)
+        """Apply every projection's part of one page in one atomic script call."""
+        if not batch:
+            return
+        keys: list[str] = []
+        header: list[Value] = []
+        ops: list[Value] = []
         status = "live" if last >= head else "catching_up"
-        outcome, stored = self._apply(
-            keys=[
-                self.tracking.position(projection.name),
-                self.tracking.status(projection.name),
-                self.tracking.lease(projection.name),
-            ],
-            args=[expected, last, status, self.owner, *view.ops],
+        for projection, expected, events in batch:
+            view = View(self.client, fresh=expected == 0)
+            for event in events:
+                if projection.wants(event):
+                    projection.apply(event, view)
+            name = projection.name
+            keys += [
+                self.tracking.position(name),
+                self.tracking.status(name),
+                self.tracking.lease(name),
+            ]
+            header += [expected, last, status, len(view.ops)]
+            ops += view.ops
+        outcome, index, stored = self._apply(
+            keys=keys, args=[self.owner, len(batch), *header, *ops]
         )
         if outcome == 1:
             for listener in self._applied:
                 listener(last)
         else:
-            # Someone else moved the position (or took the lease): start over from theirs.
+            # Someone else moved a position (or took a lease): start over from theirs.
+            self._renewed.clear()
             log.info(
                 "projection_batch_rejected",
-                projection=projection.name,
-                expected=expected,
+                projection=batch[index - 1][0].name,
+                expected=batch[index - 1][1],
                 stored=stored,
                 lost_lease=outcome == -1,
             )
@@ -335,8 +359,28 @@ class ProjectionRunner:
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
-    def _hold(self, name: str) -> bool:
-        return bool(self._lease(keys=[self.tracking.lease(name)], args=[self.owner, self.lease_ms]))
+    def _holding(self) -> list[Projection]:
+        """The projections whose lease this runner holds, renewed a third into their term."""
+        now = time.monotonic()
+        due = [
+            p
+            for p in self.projections
+            if now - self._renewed.get(p.name, float("-inf")) > self.lease_ms / 3000
+        ]
+        if due:
+            pipe = self.client.pipeline(transaction=False)
+            for projection in due:
+                self._lease(
+                    keys=[self.tracking.lease(projection.name)],
+                    args=[self.owner, self.lease_ms],
+                    client=pipe,
+                )
+            for projection, held in zip(due, pipe.execute(), strict=True):
+                if held:
+                    self._renewed[projection.name] = now
+                else:
+                    self._renewed.pop(projection.name, None)
+        return [p for p in self.projections if p.name in self._renewed]
 
     def _release(self, name: str) -> None:
         key = self.tracking.lease(name)

@@ -38,4 +38,8 @@ def connect_async(url: str) -> redis.asyncio.Redis:
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=_memory_server(url))
-    return redis.asyncio.Redis.from_url(url, max_connections=64)
+    # No per-command socket timeout: redis-py wraps every command in asyncio.wait_for when
+    # one is set, a task per command on the API's hottest path. Connecting still times out.
+    return redis.asyncio.Redis.from_url(
+        url, max_connections=64, socket_timeout=None, socket_connect_timeout=5
+    )
