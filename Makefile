@@ -33,7 +33,7 @@ format: $(STAMP) ## apply ruff fixes and formatting
 test: lint ## linters, then every test (needs PostgreSQL and Redis on 127.0.0.1)
 	$(BIN)/pytest -q
 
-test-fast: $(STAMP) ## unit and stateful tests only (no servers)
+test-fast: $(STAMP) ## unit and stateful tests (projection properties need Redis)
 	$(BIN)/pytest -q tests/unit tests/stateful
 
 bench: $(STAMP) ## benchmarks, each as a ratio against a baseline from the same run

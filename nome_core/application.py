@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -98,7 +99,7 @@ class Application:
         clock: Clock,
         *,
         cache_size: int = 10_000,
-        attempts: int = 8,
+        attempts: int = 12,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -228,7 +229,9 @@ class Application:
                     self._forget((spec.stream_id, spec.evolve))
                 if attempt + 1 == self.attempts:
                     raise
-                await asyncio.sleep(0.001 * (attempt + 1))
+                # Randomised exponential back-off: with a fixed one the process that just won
+                # keeps winning and the other one runs out of attempts.
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
                 continue
             outcomes: list[Outcome[Any]] = []
             for spec, item, events in zip(specs, loaded, sealed, strict=True):

@@ -73,6 +73,8 @@ class GroupCommitWriter:
         future: Future[list[int]] = Future()
 
         def resolve(outcome: list[int] | BaseException) -> None:
+            if future.done():
+                return
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
@@ -101,12 +103,20 @@ class GroupCommitWriter:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(nxt)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # never let the thread die: every caller would hang
+                for command in batch:
+                    with contextlib.suppress(Exception):
+                        command.resolve(exc)
 
     def _commit(self, batch: list[_Command]) -> None:
         claimed: set[tuple[str, int]] = set()
         accepted: list[_Command] = []
         for command in batch:
+            if not command.events:
+                command.resolve([])
+                continue
             keys = {(e.stream_id, e.seq) for e in command.events}
             if keys & claimed:
                 command.resolve(StreamConflict("the stream was changed by another command"))
@@ -141,7 +151,7 @@ class GroupCommitWriter:
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    if future.cancelled():
+    if future.done():
         return
     if isinstance(outcome, BaseException):
         future.set_exception(outcome)

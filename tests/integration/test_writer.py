@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -24,7 +24,8 @@ ACTOR = Actor("tenant-a")
 
 
 class GatedStore(EventStore):
-    """The real store, except that an insert waits while the test holds the gate shut.
+    """The real store, except that an insert waits while the test holds the gate shut, and a
+    rival (another process, in effect) may write first.
 
     Holding the writer inside one transaction lets the test line up the next batch exactly.
     """
@@ -34,12 +35,15 @@ class GatedStore(EventStore):
         self.gate = threading.Event()
         self.gate.set()
         self.inside = threading.Event()
+        self.rival: Callable[[Sequence[Event]], None] | None = None
         self.transactions: list[int] = []  # events per committed insert
         self.conflicts = 0
 
     def insert(self, events: Sequence[Event]) -> list[int]:
         self.inside.set()
         self.gate.wait()
+        if self.rival is not None:
+            self.rival(events)
         try:
             positions = super().insert(events)
         except StreamConflict:
@@ -87,6 +91,10 @@ class Harness:
         return await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def contents(events: Iterable[Event]) -> list[str]:
+    return sorted(e.data.content for e in events if isinstance(e.data, MessageAdded))
+
+
 @pytest.fixture
 async def harness(settings: Settings) -> AsyncIterator[Harness]:
     store = GatedStore(PG_URL, schema=settings.database_schema)
@@ -112,7 +120,7 @@ async def test_concurrent_commands_commit_in_fewer_transactions_than_commands(
     assert harness.writer.batches < harness.writer.commands
     assert len(harness.store.transactions) == harness.writer.batches
     assert harness.store.head() == max(positions)
-    for outcome in outcomes[:: 40]:
+    for outcome in outcomes[::40]:
         assert outcome.state is not None
         assert harness.app.fold(outcome.state.id, evolve, upto=1) == outcome.state
 
@@ -185,38 +193,108 @@ async def test_fifty_concurrent_messages_on_one_thread_all_land_with_gapless_seq
     stream = harness.store.load(thread_id)
     assert sorted(e.seq for o in outcomes for e in o.events) == list(range(2, 52))
     assert [e.seq for e in stream] == list(range(1, 52))
-    assert sorted(e.data.content for e in stream[1:]) == sorted(f"message {i}" for i in range(50))  # type: ignore[attr-defined]
+    assert contents(stream) == sorted(f"message {i}" for i in range(50))
     state = harness.app.thread(thread_id)
     assert state is not None
     assert state.message_count == 50
 
 
-async def test_two_processes_writing_one_thread_retry_their_conflicts_into_a_gapless_stream(
-    harness: Harness, settings: Settings
+class Rival:
+    """Another process that wins the race for a stream's next version a few times."""
+
+    def __init__(self, harness: Harness, thread_id: str, titles: list[str]) -> None:
+        self.harness = harness
+        self.thread_id = thread_id
+        self.titles = titles
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        mine = [e for e in events if e.stream_id == self.thread_id]
+        if not mine or not self.titles:
+            return
+        head = Head(mine[0].seq - 1, mine[0].prev_hash)
+        first = self.harness.on(self.thread_id, head, ThreadRenamed(title=self.titles.pop(0)))
+        EventStore.insert(self.harness.store, first)
+
+
+async def test_a_command_that_loses_the_race_is_decided_again_on_the_fresh_state(
+    harness: Harness,
 ) -> None:
-    # A second application with its own store, writer, cache and locks, as another process.
-    other_store = GatedStore(PG_URL, schema=settings.database_schema)
+    created = await harness.app.create_thread(ACTOR, "draft", {})
+    thread_id = created.events[0].stream_id
+    harness.app.thread(thread_id)  # cached: the command starts from a state about to go stale
+    harness.store.rival = Rival(harness, thread_id, ["rival 1", "rival 2", "rival 3"])
+
+    outcome = await harness.app.add_message(ACTOR, thread_id, role="user", content="mine")
+
+    assert harness.store.conflicts == 3
+    assert [e.seq for e in outcome.events] == [5]
+    assert outcome.state is not None
+    assert (outcome.state.title, outcome.state.message_count) == ("rival 3", 1)
+    stream = harness.store.load(thread_id)
+    assert [e.seq for e in stream] == [1, 2, 3, 4, 5]
+    assert [e.prev_hash for e in stream[1:]] == [e.hash for e in stream[:-1]]
+
+
+async def test_a_rename_that_a_rival_already_made_appends_nothing_after_its_retry(
+    harness: Harness,
+) -> None:
+    created = await harness.app.create_thread(ACTOR, "draft", {})
+    thread_id = created.events[0].stream_id
+    harness.store.rival = Rival(harness, thread_id, ["final"])
+
+    outcome = await harness.app.rename_thread(ACTOR, thread_id, "final")
+
+    assert harness.store.conflicts == 1
+    assert outcome.events == []
+    assert [e.data for e in harness.store.load(thread_id)] == [
+        ThreadCreated(title="draft", metadata={}),
+        ThreadRenamed(title="final"),
+    ]
+
+
+async def _contend(harness: Harness, schema: str | None, commands: int) -> list[Any]:
+    """`commands` add_message on one thread, alternating between two processes."""
+    # A second application with its own store, writer, cache and locks: another process.
+    other_store = GatedStore(PG_URL, schema=schema)
     other = Harness(other_store)
     other.writer.start()
     try:
         created = await harness.app.create_thread(ACTOR, "shared", {})
         thread_id = created.events[0].stream_id
-
         outcomes = await asyncio.gather(
             *(
                 (harness if i % 2 else other).app.add_message(
                     ACTOR, thread_id, role="user", content=f"message {i}"
                 )
-                for i in range(50)
-            )
+                for i in range(commands)
+            ),
+            return_exceptions=True,
         )
     finally:
         other.writer.stop()
         other_store.close()
-    print("CONFLICTS", harness.store.conflicts, other_store.conflicts)
+    return [thread_id, *outcomes]
 
+
+async def test_two_processes_writing_one_thread_never_lose_or_duplicate_a_message(
+    harness: Harness, settings: Settings
+) -> None:
+    thread_id, *outcomes = await _contend(harness, settings.database_schema, 50)
+
+    landed = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, StreamConflict) for o in refused)
     stream = harness.store.load(thread_id)
-    assert sorted(e.seq for o in outcomes for e in o.events) == list(range(2, 52))
-    assert [e.seq for e in stream] == list(range(1, 52))
+    assert [e.seq for e in stream] == list(range(1, len(landed) + 2))
+    assert sorted(e.seq for o in landed for e in o.events) == list(range(2, len(landed) + 2))
     assert [e.prev_hash for e in stream[1:]] == [e.hash for e in stream[:-1]]
-    assert harness.app.fold(thread_id, evolve, upto=51).message_count == 50  # type: ignore[union-attr]
+    assert contents(stream) == sorted(set(contents(e for o in landed for e in o.events)))
+
+
+async def test_two_processes_writing_one_thread_all_succeed_with_gapless_seqs(
+    harness: Harness, settings: Settings
+) -> None:
+    thread_id, *outcomes = await _contend(harness, settings.database_schema, 50)
+
+    assert not [o for o in outcomes if isinstance(o, BaseException)]
+    assert [e.seq for e in harness.store.load(thread_id)] == list(range(1, 52))
