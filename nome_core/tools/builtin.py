@@ -33,7 +33,10 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
     dangerous: bool = False
 
     def input_schema(self) -> dict[str, Any]:
-        return msgspec.json.schema(self.arguments)
+        """A self-contained object schema: msgspec answers with a `$ref` into `$defs`, which
+        function-calling APIs refuse at the top level."""
+        schema = msgspec.json.schema(self.arguments)
+        return dict(schema["$defs"][self.arguments.__name__])
 
 
 BUILTIN_TOOLS: dict[str, ToolSpec] = {
