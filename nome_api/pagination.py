@@ -13,6 +13,8 @@ from nome_api.errors import ApiError
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
+# Sorted-set list cursors hold an index member, "<sort key>|<resource id>".
+MEMBER_CURSOR = re.compile(r"[^|]+\|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def check_limit(limit: int) -> int:

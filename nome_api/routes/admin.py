@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
+import contextlib
 from typing import Annotated, Any
 
 import msgspec
@@ -14,13 +14,18 @@ from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
 from nome_api.errors import ApiError
 from nome_api.gateway import wait_for_position
 from nome_api.idempotency import idempotent
-from nome_api.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, page_json
+from nome_api.pagination import (
+    DEFAULT_LIMIT,
+    MEMBER_CURSOR,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    page_json,
+)
 from nome_api.schemas import CreatedKey, CreateKey, PageOf
 from projections.keys import KeyView
 
 _encode = msgspec.json.Encoder().encode
-# The shape of the position inside a key-list cursor (projections.keys: "<created_at>|<id>").
-_KEY_CURSOR = re.compile(r"[^|]+\|[0-9a-f-]{36}")
 
 
 @post("/keys", status_code=201, summary="Create an API key (shown once)", opt={"role": "admin"})
@@ -35,8 +40,10 @@ async def create_key(request: Req, data: JSONBody[CreateKey]) -> Response[Create
         )
         key = outcome.state
         assert key is not None and outcome.position is not None
-        # Like a revocation, a new key takes effect before it is shown: usable at once.
-        await wait_for_position(runtime_of(request), outcome.position)
+        # Like a revocation, a new key takes effect before it is shown: usable at once. The
+        # key exists either way, so a slow projector must not turn this answer into an error.
+        with contextlib.suppress(ApiError):
+            await wait_for_position(runtime_of(request), outcome.position)
         body = CreatedKey(
             id=key.id, name=key.name, roles=key.roles, key=raw, created_at=key.created_at
         )
@@ -54,7 +61,7 @@ async def list_keys(
     check_limit(limit)
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
     views, redis = runtime.read_models.keys, runtime.redis
-    after = decode_cursor(cursor, _KEY_CURSOR)
+    after = decode_cursor(cursor, MEMBER_CURSOR)
     members = await redis.zrangebylex(
         views.index(tenant), f"({after}" if after else "-", "+", start=0, num=limit + 1
     )

@@ -14,6 +14,7 @@ from nome_api.errors import ApiError, Issue
 from nome_api.idempotency import idempotent
 from nome_api.pagination import (
     DEFAULT_LIMIT,
+    MEMBER_CURSOR,
     check_limit,
     decode_cursor,
     encode_cursor,
@@ -24,8 +25,7 @@ from nome_core.threads.state import ThreadState
 from projections.threads import RESERVED_METADATA, MessageView, ThreadView, message_view
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# The shapes of the positions inside cursors (projections.threads.order_member, message seq).
-_THREAD_CURSOR = re.compile(r"\d{18}\|[0-9a-f-]{36}")
+# A message-list cursor holds the last message's sequence number.
 _MESSAGE_CURSOR = re.compile(r"\d{1,18}")
 _encode = msgspec.json.Encoder().encode
 Limit = Annotated[int, QueryParameter()]
@@ -77,7 +77,7 @@ async def list_threads(
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
     views = runtime.read_models.threads
     index = views.index(tenant)
-    after = decode_cursor(cursor, _THREAD_CURSOR)
+    after = decode_cursor(cursor, MEMBER_CURSOR)
     start = f"({after}" if after else "-"
     redis = runtime.redis
     if not q:

@@ -112,15 +112,20 @@ async def test_paging_while_threads_are_created_skips_and_repeats_nothing(api: A
     positions = [int(created.headers["x-nome-position"])]
     inserted: list[str] = []
     stop = asyncio.Event()
+    # The walker hands out permits, so inserts interleave with its pages at a bounded rate.
+    permits = asyncio.Semaphore(0)
     progress = asyncio.Condition()
 
     async def keep_creating(writer: int) -> None:
         n = 0
-        while not stop.is_set():
+        while True:
+            await permits.acquire()
+            if stop.is_set():
+                return
             response = await api.client.post(
                 "/v1/threads", json={"title": f"new {writer}.{n}"}, headers=auth(key)
             )
-            assert response.status_code == 201
+            assert response.status_code == 201, response.text
             inserted.append(response.json()["id"])
             positions.append(int(response.headers["x-nome-position"]))
             n += 1
@@ -135,7 +140,9 @@ async def test_paging_while_threads_are_created_skips_and_repeats_nothing(api: A
         for _ in range(50):
             # Let a few inserts land between every two pages, and make the page see them.
             target = len(inserted) + 3
-            async with progress:
+            for _ in range(3):
+                permits.release()
+            async with asyncio.timeout(30), progress:
                 await progress.wait_for(lambda goal=target: len(inserted) >= goal)
             params: dict[str, Any] = {"limit": 7, **({"cursor": cursor} if cursor else {})}
             response = await api.client.get(
@@ -153,6 +160,8 @@ async def test_paging_while_threads_are_created_skips_and_repeats_nothing(api: A
             raise AssertionError("the walk did not end")
     finally:
         stop.set()
+        for _ in writers:
+            permits.release()
         await asyncio.gather(*writers)
 
     duplicates = [i for i, n in Counter(seen).items() if n > 1]
@@ -160,5 +169,6 @@ async def test_paging_while_threads_are_created_skips_and_repeats_nothing(api: A
     counts = Counter(seen)
     assert [counts[thread_id] for thread_id in existing] == [1] * len(existing)
     # The inserts really happened during the walk and were visible to it.
-    assert len(totals) >= 5
+    assert len(totals) >= 5 and len(inserted) >= 3 * len(totals)
     assert totals == sorted(totals) and totals[-1] > totals[0] > len(existing)
+    assert totals[-1] == len(existing) + len(inserted)
