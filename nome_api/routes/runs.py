@@ -115,6 +115,26 @@ async def list_runs(
         else runs.index(tenant)
     )
     after = decode_cursor(cursor)
+    if thread_id and status:
+        # Both filters: there is no index of a thread's runs by status, so filter the thread's
+        # runs (few) before paging; pages stay full and total_count counts only matches.
+        every = await runtime.redis.zrangebylex(index, "-", "+")
+        every_docs = (
+            await runtime.redis.mget(
+                [runs.doc(tenant, m.decode().rsplit("|", 1)[1]) for m in every]
+            )
+            if every
+            else []
+        )
+        matching = [
+            (m, d)
+            for m, d in zip(every, every_docs, strict=True)
+            if d is not None and _status_of(d) == status
+        ]
+        rest = [(m, d) for m, d in matching if after is None or m.decode() > after]
+        chosen = rest[:limit]
+        next_cursor = encode_cursor(chosen[-1][0].decode()) if len(rest) > limit else None
+        return json_bytes(page_json([d for _, d in chosen], next_cursor, len(matching)))
     members = await runtime.redis.zrangebylex(
         index, f"({after}" if after else "-", "+", start=0, num=limit + 1
     )
@@ -124,8 +144,6 @@ async def list_runs(
         if page
         else []
     )
-    if thread_id and status:
-        docs = [d for d in docs if d is not None and _status_of(d) == status]
     total = await runtime.redis.zcard(index)
     more = len(members) > limit
     next_cursor = encode_cursor(page[-1].decode()) if more and page else None
@@ -319,6 +337,9 @@ async def chat(request: Req, data: JSONBody[Chat]) -> Response[ChatResult]:
             if current is not None and (current.terminal or current.awaiting_approval):
                 state = current
                 break
+        # The answer was appended by the worker, after the run's creation: report a position
+        # that covers it (and the thread's release), so the client can read its own answer.
+        request.scope["state"]["position"] = await asyncio.to_thread(runtime.store.head)
         if not state.terminal:
             return json_bytes(
                 _encode(ChatResult(run=run_view(state))),

@@ -88,7 +88,11 @@ class RunWorker:
 
     async def stop(self) -> None:
         if self._loop_task is not None:
-            self._loop_task.cancel()
+            # Python 3.11's wait_for swallows a cancel that lands just as the wake-up it waits
+            # for fires, and the loop would go on forever: ask again until it has stopped.
+            while not self._loop_task.done():
+                self._loop_task.cancel()
+                await asyncio.wait([self._loop_task], timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         for task in list(self._active.values()):

@@ -73,6 +73,9 @@ class ToolRunner:
     async def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision:
         if tool not in BUILTIN_TOOLS:
             return PolicyDecision(decision="deny", rule="unknown_tool")
+        if tool not in state.agent.tools:
+            # The agent's tool list is what its runs may use, whatever the model asks for.
+            return PolicyDecision(decision="deny", rule="agent_tools")
         policy = await self.current_policy(state.tenant_id, tool)
         return policies.decide(policy, calls_so_far=calls_so_far, creator_roles=state.creator_roles)
 
