@@ -12,7 +12,8 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from nome_api import __version__
 from nome_api.errors import EXCEPTION_HANDLERS
 from nome_api.gateway import gateway
-from nome_api.routes import admin, agents, approvals, runs, threads, tools
+from nome_api.metrics import Metrics
+from nome_api.routes import admin, agents, approvals, audit, runs, threads, tools
 from nome_api.routes.bootstrap import bootstrap
 from nome_api.routes.events import workspace_events
 from nome_api.routes.health import health
@@ -35,7 +36,8 @@ def create_app(
     async def stop(_app: Litestar) -> None:
         await runtime.stop()
 
-    handlers: list[object] = [health]
+    metrics = Metrics(runtime)
+    handlers: list[object] = [health, metrics.route]
     if "api" in runtime.roles:
         handlers += [
             bootstrap,
@@ -47,10 +49,11 @@ def create_app(
             tools.router,
             tools.receipts,
             approvals.router,
+            audit.router,
         ]
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
-        middleware=[gateway(runtime)],
+        middleware=[metrics.middleware, gateway(runtime)],
         exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[start],
         on_shutdown=[stop],

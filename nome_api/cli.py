@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="print a run's events (NDJSON envelopes)")
     replay.add_argument("run_id")
 
+    _audit_parser(commands)
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure(settings.log_format, settings.log_level)
@@ -60,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _rebuild(settings, args.name)
     if args.command == "replay":
         return _replay(settings, args.run_id)
+    if args.command == "audit":
+        if args.action == "export":
+            return _audit_export(settings, args)
+        return _audit_verify(args.file, partial=args.partial)
     return 2
 
 
@@ -170,6 +176,117 @@ def _replay(settings: Settings, run_id: str) -> int:
     finally:
         store.close()
     return 0
+
+
+def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser("audit", help="export and verify the hash-chained log")
+    actions = audit.add_subparsers(dest="action", required=True)
+    export = actions.add_parser("export", help="write a tenant's events as NDJSON envelopes")
+    export.add_argument("--out", required=True, help="file to write (appears only when complete)")
+    tenant = export.add_mutually_exclusive_group()
+    tenant.add_argument("--tenant", help="tenant name (default: default)")
+    tenant.add_argument("--tenant-id", help="tenant id")
+    export.add_argument("--after", type=int, help="only events after this position")
+    export.add_argument("--until", type=int, help="only events up to this position")
+    export.add_argument("--stream-id", help="only this stream's events")
+    export.add_argument("--types", help="only these event types (comma-separated)")
+    verify = actions.add_parser("verify", help="check an export's hash chains (offline)")
+    verify.add_argument("file")
+    verify.add_argument(
+        "--partial",
+        action="store_true",
+        help="the export was filtered by --after or --types: streams may start mid-chain",
+    )
+
+
+def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    from uuid import UUID
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from nome_api.errors import ApiError
+    from nome_api.routes.audit import export_filter, export_pages, pinned
+
+    try:
+        flt = export_filter(args.after, args.until, args.stream_id, args.types)
+        tenant_id = str(UUID(args.tenant_id)) if args.tenant_id else None
+    except ApiError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    except ValueError:
+        print("--tenant-id must be a UUID", file=sys.stderr)
+        return 2
+    tenant_id = tenant_id or tenant_id_for(args.tenant or "default")
+    store = runtime_store(settings)
+    partial = args.out + ".partial"
+    events = 0
+    try:
+        if not store.stream_rows(tenant_id):
+            print(f"no such tenant: {args.tenant or tenant_id}", file=sys.stderr)
+            return 1
+        flt = pinned(flt, store.head())
+        assert flt.until is not None
+        # Written aside and renamed at the end: a cut-short export must not pass for a
+        # complete one (its chains would verify; they would just end early).
+        with (
+            open(partial, "wb") as out,
+            Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            ) as progress,
+        ):
+            span = max(0, flt.until - flt.after)
+            task = progress.add_task("exporting positions", total=span)
+            for page in export_pages(store, tenant_id, flt):
+                out.write(page.chunk)
+                events += page.events
+                progress.update(task, completed=min(span, page.last - flt.after))
+            progress.update(task, completed=span)
+        os.replace(partial, args.out)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    finally:
+        store.close()
+    print(
+        f"exported {events} events of tenant {tenant_id} "
+        f"(positions {flt.after + 1}..{flt.until}) to {args.out}"
+    )
+    if flt.after or flt.types:
+        print("filtered by position or type: check it with `nome audit verify --partial`")
+    return 0
+
+
+def _audit_verify(path: str, *, partial: bool) -> int:
+    """Offline: needs the file only, no server and no database."""
+    from nome_core.audit import ChainVerifier
+
+    verifier = ChainVerifier(partial=partial)
+    try:
+        with open(path, "rb") as lines:
+            for number, line in enumerate(lines, 1):
+                verifier.feed_line(line, line=number)
+    except OSError as exc:
+        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    for p in verifier.problems:
+        seq = "?" if p.seq is None else p.seq
+        print(f"{path}:{p.line}: stream {p.stream_id or '?'} seq {seq}: {p.reason}")
+    hidden = verifier.problem_count - len(verifier.problems)
+    if hidden:
+        print(f"... and {hidden} more problems")
+    counts = f"{verifier.events_checked} events in {verifier.streams_checked} streams"
+    if verifier.ok:
+        print(f"ok: {counts}, every hash chain intact")
+        return 0
+    print(f"FAILED: {verifier.problem_count} problems in {counts}")
+    return 1
 
 
 if __name__ == "__main__":

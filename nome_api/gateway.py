@@ -1,8 +1,9 @@
 """The gate every request passes: request id, build identity, auth, rate limit, logging,
 and read-your-writes waits.
 
-One middleware and, for an API key, one Redis round trip (key lookup, rate-limit counter
-and client counter pipelined together): this runs on every request, so it is kept lean.
+One middleware, run on every request, so it is kept lean: a key's principal usually comes
+from the short-lived cache and the counters are batched (nome_api/admission.py), so most
+requests reach the route without a Redis round trip.
 """
 
 from __future__ import annotations
@@ -64,8 +65,6 @@ def gateway(runtime: Runtime) -> Any:
         if runtime.settings.auth == "oidc"
         else None
     )
-    prefix = runtime.settings.redis_prefix
-    limit = runtime.settings.rate_limit
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,9 +94,7 @@ def gateway(runtime: Runtime) -> Any:
                 client = _client_identity(headers)
                 state["client"] = client
                 if not (opt.get("public") or scope["path"].startswith("/schema")):
-                    caller = await _authenticate(
-                        runtime, verifier, headers, client, request_id, prefix, limit
-                    )
+                    caller = await _authenticate(runtime, verifier, headers, client, request_id)
                     state["caller"] = caller
                     role = opt.get("role", "viewer")
                     if not caller.can(role):
@@ -178,57 +175,43 @@ async def _authenticate(
     headers: dict[bytes, bytes],
     client: Client,
     request_id: str,
-    prefix: str,
-    limit: int,
 ) -> Caller:
     raw = headers.get(b"authorization", b"").decode("latin-1")
     scheme, _, token = raw.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing bearer token")
     token = token.strip()
-    meta_client = client
+    admission = runtime.admission
     if verifier is not None and not token.startswith(key_secrets.PREFIX):
         principal = await _from_jwt(verifier, token)
-        identity = principal.key_id
-        rate_key, principal_raw = _rate_key(prefix, identity), None
-        pipe = runtime.redis.pipeline(transaction=False)
+        identity = hashlib.sha256(principal.key_id.encode()).hexdigest()
     else:
         if not key_secrets.is_well_formed(token):
             raise ApiError(401, "invalid API key")
-        digest = key_secrets.digest(token)
-        rate_key = _rate_key(prefix, digest)
-        pipe = runtime.redis.pipeline(transaction=False)
-        pipe.get(runtime.read_models.keys.by_hash(digest))
-        principal = None
-    pipe.incr(rate_key)
-    pipe.expire(rate_key, 120)
-    results = await pipe.execute()
-    if principal is None:
-        principal_raw = results[0]
-        if principal_raw is None:
-            if await _keys_catching_up(runtime):
-                raise ApiError(503, "the service is starting up", headers={"Retry-After": "1"})
-            raise ApiError(401, "invalid or revoked API key")
-        # Looked up by the key's SHA-256, so no comparison of the secret itself happens here.
-        principal = _decode_principal(principal_raw)
-    count = int(results[-2])
-    if count > limit:
-        retry = 60 - int(time.time()) % 60
+        identity = key_secrets.digest(token)
+        cached = admission.principals.get(identity)
+        if cached is None:
+            # Looked up by the key's SHA-256: the secret itself is never compared.
+            found = await runtime.redis.get(runtime.read_models.keys.by_hash(identity))
+            if found is None:
+                if await _keys_catching_up(runtime):
+                    raise ApiError(503, "the service is starting up", headers={"Retry-After": "1"})
+                raise ApiError(401, "invalid or revoked API key")
+            cached = _decode_principal(found)
+            admission.principals.put(identity, cached)
+        principal = cached
+    retry = admission.meter.admit(identity[:24], time.time())
+    if retry is not None:
         raise ApiError(429, "rate limit exceeded", headers={"Retry-After": str(retry)})
     if client.surface or client.version or client.revision:
-        await _count_client(runtime, principal.tenant_id, client)
+        admission.meter.seen(principal.tenant_id, client, runtime.clock.now())
     return Caller(
         key_id=principal.key_id,
         tenant_id=principal.tenant_id,
         name=principal.name,
         roles=effective_roles(principal.roles),
-        meta=Meta(principal=principal.key_id, client=meta_client, request_id=request_id),
+        meta=Meta(principal=principal.key_id, client=client, request_id=request_id),
     )
-
-
-def _rate_key(prefix: str, identity: str) -> str:
-    window = int(time.time()) // 60
-    return f"{prefix}rl:{hashlib.sha256(identity.encode()).hexdigest()[:24]}:{window}"
 
 
 async def _keys_catching_up(runtime: Runtime) -> bool:
@@ -251,12 +234,3 @@ async def _from_jwt(verifier: OidcVerifier, token: str) -> Principal:
         name=str(claims.get("sub", "")),
         roles=[str(r) for r in roles],
     )
-
-
-async def _count_client(runtime: Runtime, tenant_id: str, client: Client) -> None:
-    field = "\x1f".join([client.surface or "", client.version or "", client.revision or ""])
-    base = f"{runtime.settings.redis_prefix}clients:{tenant_id}"
-    pipe = runtime.redis.pipeline(transaction=False)
-    pipe.hincrby(f"{base}:requests", field, 1)
-    pipe.hset(f"{base}:seen", field, runtime.clock.now())
-    await pipe.execute()

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import structlog
 
+from nome_api.admission import Admission
 from nome_api.settings import Settings
 from nome_api.streams import LogSignal, StreamHub
 from nome_api.worker.providers import provider_for
@@ -84,6 +85,7 @@ class Runtime:
             prefix=settings.redis_prefix,
             lease_s=settings.run_lease_s,
         )
+        self.admission = Admission(self.redis, settings.redis_prefix, limit=settings.rate_limit)
         self.sweeper = Sweeper(self.app, self.tools, self.redis, self.read_models.approvals)
         self._started = False
 
@@ -93,6 +95,8 @@ class Runtime:
         self._started = True
         self.writer.start()
         self.signal.bind(asyncio.get_running_loop())
+        if "api" in self.roles:
+            await self.admission.start()
         wakers = [self.signal.poke]
         if "projector" in self.roles:
             wakers.append(self.runner.wake)
@@ -124,6 +128,8 @@ class Runtime:
         self._started = False
         if self.listener is not None:
             self.listener.stop()
+        if "api" in self.roles:
+            await self.admission.stop()
         if "worker" in self.roles:
             await self.sweeper.stop()
             await self.worker.stop()

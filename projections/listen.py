@@ -45,7 +45,7 @@ class LogListener:
                         psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self.channel))
                     )
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        for _ in conn.notifies(timeout=0.2, stop_after=1):
                             for callback in self.callbacks:
                                 callback()
             except psycopg.Error as exc:

@@ -85,8 +85,9 @@ async def revoke_key(request: Req, key_id: FromPath[str]) -> Response[None]:
     except ValueError:  # not a UUID
         raise ApiError(404, "no such key") from None
     # Answer only once every API process would refuse the key: revocation is immediate.
-    assert outcome.position is not None
+    assert outcome.position is not None and outcome.state is not None
     await wait_for_position(runtime, outcome.position)
+    await runtime.admission.revoked(outcome.state.key_sha256)
     return Response(None, status_code=204, headers={"X-Nome-Position": str(outcome.position)})
 
 
@@ -102,6 +103,7 @@ class ClientSeen(msgspec.Struct, kw_only=True):
 async def list_clients(request: Req) -> list[ClientSeen]:
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
     base = f"{runtime.settings.redis_prefix}clients:{tenant}"
+    await runtime.admission.meter.flush()  # include this process's requests so far
     counts = await runtime.redis.hgetall(f"{base}:requests")
     seen = await runtime.redis.hgetall(f"{base}:seen")
     clients = []

@@ -88,8 +88,8 @@ class RunWorker:
 
     async def stop(self) -> None:
         if self._loop_task is not None:
-            # Python 3.11's wait_for swallows a cancel that lands just as the wake-up it waits
-            # for fires, and the loop would go on forever: ask again until it has stopped.
+            # A cancel that lands just as a wake-up fires can be swallowed (asyncio on 3.11
+            # did so in wait_for): ask again until the loop has really stopped.
             while not self._loop_task.done():
                 self._loop_task.cancel()
                 await asyncio.wait([self._loop_task], timeout=0.1)
@@ -117,7 +117,8 @@ class RunWorker:
             # Woken at once by this process's projector; the short poll covers a projector
             # in another process (its runnable set is one cheap SMEMBERS).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
 
     async def _claim_some(self) -> None:
         members = await self.redis.smembers(self.runs.runnable())  # type: ignore[attr-defined]

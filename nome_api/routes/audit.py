@@ -1,0 +1,254 @@
+"""Audit export and verification (API.md §8, docs/audit-format.md).
+
+Both routes walk the global log in pages of `PAGE` rows, each page read in a worker thread,
+and keep only the caller's tenant's events: memory stays constant however long the log is.
+The CLI (`nome audit export`) and bench/export_bench.py use the same page functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, NamedTuple
+from uuid import UUID
+
+import msgspec
+import structlog
+from litestar import Response, Router, get
+from litestar.params import QueryParameter
+from litestar.response import Stream
+
+from nome_api.context import Req, caller_of, runtime_of
+from nome_api.errors import ApiError
+from nome_core.audit import ChainVerifier, Report
+from nome_core.eventstore import (
+    EVENT_TYPES,
+    EventStore,
+    Row,
+    decode_stored,
+    envelope_json,
+    tenant_of,
+)
+
+log = structlog.get_logger("nome.audit")
+
+# Rows per page: ~1 MB of JSON per round trip; the cost per page is a query and a thread hop.
+PAGE = 1000
+NDJSON = "application/x-ndjson"
+
+
+class ExportFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Which part of a tenant's log: positions in (after, until], one stream, some types."""
+
+    after: int = 0
+    until: int | None = None
+    stream_id: str | None = None
+    types: frozenset[str] | None = None
+
+
+def export_filter(
+    after: int | None = None,
+    until: int | None = None,
+    stream_id: str | None = None,
+    types: str | None = None,
+) -> ExportFilter:
+    """Validate the filters of API.md §8; a bad value is a 400 `ApiError`."""
+    if after is not None and after < 0:
+        raise ApiError(400, "after must be a non-negative position")
+    if until is not None and until < 0:
+        raise ApiError(400, "until must be a non-negative position")
+    if after is not None and until is not None and until < after:
+        raise ApiError(400, "until must not be before after")
+    if stream_id is not None:
+        try:
+            stream_id = str(UUID(stream_id))
+        except ValueError:
+            raise ApiError(400, "stream_id must be a UUID") from None
+    wanted: frozenset[str] | None = None
+    if types is not None:
+        wanted = frozenset(t.strip() for t in types.split(",") if t.strip())
+        if not wanted:
+            raise ApiError(400, "types must name at least one event type")
+        unknown = sorted(wanted - EVENT_TYPES.keys())
+        if unknown:
+            raise ApiError(400, f"unknown event types: {', '.join(unknown)}")
+    return ExportFilter(after=after or 0, until=until, stream_id=stream_id, types=wanted)
+
+
+def pinned(flt: ExportFilter, head: int) -> ExportFilter:
+    """The filter with `until` at most the current head: the export is a snapshot.
+
+    Positions commit in order (the recorder's table lock), so everything at or below the
+    head is final when the export starts, and the same export can be repeated byte for byte.
+    """
+    until = head if flt.until is None else min(flt.until, head)
+    return msgspec.structs.replace(flt, until=until)
+
+
+class UnreadableRow(Exception):
+    """A row of the caller's tenant whose stored JSON cannot be decoded."""
+
+    def __init__(self, row: Row) -> None:
+        super().__init__(f"the stored row at position {row.position} cannot be decoded")
+        self.row = row
+
+
+def envelope_line(row: Row, tenant_id: str, flt: ExportFilter) -> bytes | None:
+    """The row's envelope JSON if the filter and tenant want it, else None."""
+    if flt.types is not None and row.type not in flt.types:
+        return None
+    try:
+        if tenant_of(row.state) != tenant_id:
+            return None
+        stored = decode_stored(row.state)
+    except msgspec.DecodeError:
+        # Whose row is it? Only a row that still names this tenant (and stream) is ours to
+        # report; any other corrupt row must not leak into this tenant's answers.
+        marker = b'"tenant_id":"' + tenant_id.encode() + b'"'
+        stream = flt.stream_id
+        if marker in row.state and (
+            stream is None or b'"stream_id":"' + stream.encode() + b'"' in row.state
+        ):
+            raise UnreadableRow(row) from None
+        return None
+    if flt.stream_id is not None and stored.stream_id != flt.stream_id:
+        return None
+    return envelope_json(stored, row.position)
+
+
+class Page(NamedTuple):
+    """One page of an export: its NDJSON bytes, where it ended, whether the log did."""
+
+    chunk: bytes
+    events: int
+    last: int
+    done: bool
+
+
+def encode_page(rows: list[Row], tenant_id: str, flt: ExportFilter) -> tuple[bytes, int]:
+    """The NDJSON of the tenant's envelopes among `rows`, and how many there are."""
+    lines = []
+    for row in rows:
+        try:
+            line = envelope_line(row, tenant_id, flt)
+        except UnreadableRow as exc:
+            # Left out: /v1/audit/verify names it, and the chain shows the hole.
+            log.warning("audit_row_unreadable", position=exc.row.position, tenant=tenant_id)
+            continue
+        if line is not None:
+            lines.append(line)
+    return (b"\n".join(lines) + b"\n" if lines else b""), len(lines)
+
+
+def export_page(
+    store: EventStore, tenant_id: str, flt: ExportFilter, after: int, *, size: int = PAGE
+) -> Page:
+    """The tenant's envelopes among the next `size` rows of the log after `after`."""
+    rows = store.read(after, size, upto=flt.until)
+    chunk, events = encode_page(rows, tenant_id, flt)
+    return Page(chunk, events, rows[-1].position if rows else after, len(rows) < size)
+
+
+def export_pages(store: EventStore, tenant_id: str, flt: ExportFilter) -> Iterator[Page]:
+    """Every page of an export, synchronously (the CLI)."""
+    after = flt.after
+    while True:
+        page = export_page(store, tenant_id, flt, after)
+        yield page
+        if page.done:
+            return
+        after = page.last
+
+
+async def export_chunks(
+    store: EventStore, tenant_id: str, flt: ExportFilter
+) -> AsyncIterator[bytes]:
+    """Every page of an export (the route), each read and encoded in worker threads.
+
+    The next page is read while this one is encoded and sent: the database round trip and
+    the JSON work overlap (the driver lets go of the GIL while it waits), so the export runs
+    near the speed of reading the rows. At most two pages are in memory.
+    """
+
+    def read(after: int) -> asyncio.Task[list[Row]]:
+        return asyncio.ensure_future(asyncio.to_thread(store.read, after, PAGE, upto=flt.until))
+
+    pending = read(flt.after)
+    try:
+        while True:
+            rows = await pending
+            done = len(rows) < PAGE
+            if not done:
+                pending = read(rows[-1].position)
+            chunk, _ = await asyncio.to_thread(encode_page, rows, tenant_id, flt)
+            if chunk:
+                yield chunk
+            if done:
+                return
+    finally:
+        # A client that goes away mid-export leaves at most one read behind; drop it.
+        pending.cancel()
+
+
+def verify_page(
+    store: EventStore,
+    tenant_id: str,
+    flt: ExportFilter,
+    after: int,
+    verifier: ChainVerifier,
+    *,
+    size: int = PAGE,
+) -> tuple[int, bool]:
+    """Feed the tenant's events among the next `size` rows to `verifier`."""
+    rows = store.read(after, size, upto=flt.until)
+    for row in rows:
+        try:
+            line = envelope_line(row, tenant_id, flt)
+        except UnreadableRow:
+            verifier.unreadable(
+                row.state, "the stored row is not valid JSON", position=row.position
+            )
+            continue
+        if line is not None:
+            # Through the stdlib JSON decoder, as an auditor reading the export would.
+            verifier.feed_line(line)
+    return (rows[-1].position if rows else after), len(rows) < size
+
+
+@get("/export", summary="Export the tenant's events as NDJSON envelopes", opt={"role": "auditor"})
+async def export(
+    request: Req,
+    after: Annotated[int | None, QueryParameter(description="position, exclusive")] = None,
+    until: Annotated[int | None, QueryParameter(description="position, inclusive")] = None,
+    stream_id: Annotated[str | None, QueryParameter()] = None,
+    types: Annotated[str | None, QueryParameter(description="comma-separated types")] = None,
+) -> Stream:
+    flt = export_filter(after, until, stream_id, types)
+    runtime = runtime_of(request)
+    flt = pinned(flt, await asyncio.to_thread(runtime.store.head))
+    assert flt.until is not None
+    chunks = export_chunks(runtime.store, caller_of(request).tenant_id, flt)
+    # The position the export covers up to: the `after` of the next incremental export.
+    return Stream(chunks, media_type=NDJSON, headers={"X-Nome-Position": str(flt.until)})
+
+
+@get("/verify", summary="Recompute the tenant's hash chains", opt={"role": "auditor"})
+async def verify(
+    request: Req, stream_id: Annotated[str | None, QueryParameter()] = None
+) -> Response[Report]:
+    runtime = runtime_of(request)
+    flt = pinned(export_filter(stream_id=stream_id), await asyncio.to_thread(runtime.store.head))
+    tenant_id = caller_of(request).tenant_id
+    verifier = ChainVerifier()
+    after, done = flt.after, False
+    while not done:
+        after, done = await asyncio.to_thread(
+            verify_page, runtime.store, tenant_id, flt, after, verifier
+        )
+    report = verifier.report()
+    if not report.ok:
+        log.warning("audit_chain_broken", tenant=tenant_id, first_bad=report.first_bad)
+    return Response(report, headers={"X-Nome-Position": str(flt.until)})
+
+
+router = Router(path="/v1/audit", route_handlers=[export, verify], tags=["audit"])
