@@ -115,7 +115,7 @@ def gateway(runtime: Runtime) -> Any:
                 log.info(
                     "request",
                     method=scope["method"],
-                    path=scope["path"],
+                    route=scope.get("path_template", scope["path"]),
                     status=status_holder[0],
                     ms=round((time.perf_counter() - started) * 1000, 2),
                     request_id=request_id,

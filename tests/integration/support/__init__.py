@@ -1,0 +1,1 @@
+"""Helpers for integration tests: a fake OpenAI server, NOME processes, SSE reading."""
