@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Iterable
 
 import structlog
@@ -17,6 +18,7 @@ from nome_api.worker.sweeper import Sweeper
 from nome_api.worker.tools import ToolRunner
 from nome_core.application import Actor, Application
 from nome_core.clock import Clock, SystemClock
+from nome_core.errors import Conflict
 from nome_core.eventstore import EventStore
 from nome_core.keys import secrets as key_secrets
 from nome_core.runs.harness import Harness
@@ -150,7 +152,16 @@ class Runtime:
         )
         if exists:
             return
-        await self.app.create_tenant("default")
-        actor = Actor(tenant_id_for("default"))
-        await self.app.create_key(actor, "bootstrap admin", ["admin"], raw_key=raw_key)
+        # Several processes may start at once on an empty database: both steps are made at
+        # most once (fixed ids), and whoever comes second finds them made.
+        tenant_id = tenant_id_for("default")
+        with contextlib.suppress(Conflict):
+            await self.app.create_tenant("default")
+        await self.app.create_key(
+            Actor(tenant_id),
+            "bootstrap admin",
+            ["admin"],
+            raw_key=raw_key,
+            key_id=str(uuid.uuid5(uuid.UUID(tenant_id), "bootstrap-admin-key")),
+        )
         log.info("bootstrap_admin_created", tenant="default")

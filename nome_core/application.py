@@ -262,13 +262,26 @@ class Application:
         return self.load(tenant_id, tenants_state.evolve).state
 
     async def create_key(
-        self, actor: Actor, name: str, roles: list[str], *, raw_key: str | None = None
+        self,
+        actor: Actor,
+        name: str,
+        roles: list[str],
+        *,
+        raw_key: str | None = None,
+        key_id: str | None = None,
     ) -> tuple[Outcome[keys_state.KeyState | None], str]:
-        """A new key of the actor's tenant; returns it with the raw key (shown once)."""
+        """A new key of the actor's tenant; returns it with the raw key (shown once).
+
+        With a `key_id`, the key is made at most once (start-up bootstrap from many processes).
+        """
         key = raw_key or key_secrets.generate()
         events = keys_decide.create(name, roles, key_secrets.digest(key), key_secrets.hint(key))
         outcome = await self.execute(
-            self.clock.new_id(), keys_state.evolve, lambda _: events, actor, new=True
+            key_id or self.clock.new_id(),
+            keys_state.evolve,
+            lambda state: [] if state is not None else events,
+            actor,
+            new=key_id is None,
         )
         return outcome, key
 

@@ -27,7 +27,6 @@ from nome_core.eventstore import (
     Row,
     decode_stored,
     envelope_json,
-    tenant_of,
 )
 
 log = structlog.get_logger("nome.audit")
@@ -93,27 +92,69 @@ class UnreadableRow(Exception):
         self.row = row
 
 
-def envelope_line(row: Row, tenant_id: str, flt: ExportFilter) -> bytes | None:
-    """The row's envelope JSON if the filter and tenant want it, else None."""
-    if flt.types is not None and row.type not in flt.types:
-        return None
-    try:
-        if tenant_of(row.state) != tenant_id:
+class Selection:
+    """Which rows of the log belong in one tenant's export, and their envelopes."""
+
+    def __init__(self, tenant_id: str, flt: ExportFilter) -> None:
+        self.tenant_id = tenant_id
+        self.flt = flt
+        # Every stored row carries its tenant verbatim in this form (the stored format is
+        # msgspec's compact JSON): a row without it is another tenant's, decided without
+        # decoding. Finding it proves nothing (a payload may quote it), so the decoded
+        # `tenant_id` still decides: the field `tenant_of` reads, decoded once, not twice.
+        self.marker = b'"tenant_id":"' + tenant_id.encode() + b'"'
+        self.stream_marker = (
+            b'"stream_id":"' + flt.stream_id.encode() + b'"' if flt.stream_id else b""
+        )
+
+    def envelope(self, row: Row) -> bytes | None:
+        """The row's envelope JSON if the tenant and filter want it, else None."""
+        flt = self.flt
+        if flt.types is not None and row.type not in flt.types:
             return None
-        stored = decode_stored(row.state)
-    except msgspec.DecodeError:
-        # Whose row is it? Only a row that still names this tenant (and stream) is ours to
-        # report; any other corrupt row must not leak into this tenant's answers.
-        marker = b'"tenant_id":"' + tenant_id.encode() + b'"'
-        stream = flt.stream_id
-        if marker in row.state and (
-            stream is None or b'"stream_id":"' + stream.encode() + b'"' in row.state
-        ):
-            raise UnreadableRow(row) from None
-        return None
-    if flt.stream_id is not None and stored.stream_id != flt.stream_id:
-        return None
-    return envelope_json(stored, row.position)
+        if self.marker not in row.state:
+            return None
+        try:
+            stored = decode_stored(row.state)
+        except msgspec.DecodeError:
+            # It names this tenant (and stream), so it is ours to report; a corrupt row
+            # that does not must never show in this tenant's answers.
+            if self.stream_marker in row.state:
+                raise UnreadableRow(row) from None
+            return None
+        if stored.tenant_id != self.tenant_id:
+            return None
+        if flt.stream_id is not None and stored.stream_id != flt.stream_id:
+            return None
+        return envelope_json(stored, row.position)
+
+    def ndjson(self, rows: list[Row]) -> tuple[bytes, int]:
+        """The NDJSON of the selected envelopes among `rows`, and how many there are."""
+        lines = []
+        for row in rows:
+            try:
+                line = self.envelope(row)
+            except UnreadableRow:
+                # Left out: /v1/audit/verify names it, and the chain shows the hole.
+                log.warning("audit_row_unreadable", position=row.position, tenant=self.tenant_id)
+                continue
+            if line is not None:
+                lines.append(line)
+        return (b"\n".join(lines) + b"\n" if lines else b""), len(lines)
+
+    def verify(self, rows: list[Row], verifier: ChainVerifier) -> None:
+        """Feed the selected envelopes among `rows` to `verifier`."""
+        for row in rows:
+            try:
+                line = self.envelope(row)
+            except UnreadableRow:
+                verifier.unreadable(
+                    row.state, "the stored row is not valid JSON", position=row.position
+                )
+                continue
+            if line is not None:
+                # Through the stdlib JSON decoder, as an auditor reading the export would.
+                verifier.feed_line(line)
 
 
 class Page(NamedTuple):
@@ -125,35 +166,18 @@ class Page(NamedTuple):
     done: bool
 
 
-def encode_page(rows: list[Row], tenant_id: str, flt: ExportFilter) -> tuple[bytes, int]:
-    """The NDJSON of the tenant's envelopes among `rows`, and how many there are."""
-    lines = []
-    for row in rows:
-        try:
-            line = envelope_line(row, tenant_id, flt)
-        except UnreadableRow as exc:
-            # Left out: /v1/audit/verify names it, and the chain shows the hole.
-            log.warning("audit_row_unreadable", position=exc.row.position, tenant=tenant_id)
-            continue
-        if line is not None:
-            lines.append(line)
-    return (b"\n".join(lines) + b"\n" if lines else b""), len(lines)
-
-
-def export_page(
-    store: EventStore, tenant_id: str, flt: ExportFilter, after: int, *, size: int = PAGE
-) -> Page:
-    """The tenant's envelopes among the next `size` rows of the log after `after`."""
-    rows = store.read(after, size, upto=flt.until)
-    chunk, events = encode_page(rows, tenant_id, flt)
+def export_page(store: EventStore, selection: Selection, after: int, *, size: int = PAGE) -> Page:
+    """The selected envelopes among the next `size` rows of the log after `after`."""
+    rows = store.read(after, size, upto=selection.flt.until)
+    chunk, events = selection.ndjson(rows)
     return Page(chunk, events, rows[-1].position if rows else after, len(rows) < size)
 
 
 def export_pages(store: EventStore, tenant_id: str, flt: ExportFilter) -> Iterator[Page]:
     """Every page of an export, synchronously (the CLI)."""
-    after = flt.after
+    selection, after = Selection(tenant_id, flt), flt.after
     while True:
-        page = export_page(store, tenant_id, flt, after)
+        page = export_page(store, selection, after)
         yield page
         if page.done:
             return
@@ -163,56 +187,24 @@ def export_pages(store: EventStore, tenant_id: str, flt: ExportFilter) -> Iterat
 async def export_chunks(
     store: EventStore, tenant_id: str, flt: ExportFilter
 ) -> AsyncIterator[bytes]:
-    """Every page of an export (the route), each read and encoded in worker threads.
-
-    The next page is read while this one is encoded and sent: the database round trip and
-    the JSON work overlap (the driver lets go of the GIL while it waits), so the export runs
-    near the speed of reading the rows. At most two pages are in memory.
-    """
-
-    def read(after: int) -> asyncio.Task[list[Row]]:
-        return asyncio.ensure_future(asyncio.to_thread(store.read, after, PAGE, upto=flt.until))
-
-    pending = read(flt.after)
-    try:
-        while True:
-            rows = await pending
-            done = len(rows) < PAGE
-            if not done:
-                pending = read(rows[-1].position)
-            chunk, _ = await asyncio.to_thread(encode_page, rows, tenant_id, flt)
-            if chunk:
-                yield chunk
-            if done:
-                return
-    finally:
-        # A client that goes away mid-export leaves at most one read behind; drop it.
-        pending.cancel()
+    """Every page of an export, each read and encoded in a worker thread (the route)."""
+    selection, after = Selection(tenant_id, flt), flt.after
+    while True:
+        page = await asyncio.to_thread(export_page, store, selection, after)
+        if page.chunk:
+            yield page.chunk
+        if page.done:
+            return
+        after = page.last
 
 
 def verify_page(
-    store: EventStore,
-    tenant_id: str,
-    flt: ExportFilter,
-    after: int,
-    verifier: ChainVerifier,
-    *,
-    size: int = PAGE,
+    store: EventStore, selection: Selection, after: int, verifier: ChainVerifier
 ) -> tuple[int, bool]:
-    """Feed the tenant's events among the next `size` rows to `verifier`."""
-    rows = store.read(after, size, upto=flt.until)
-    for row in rows:
-        try:
-            line = envelope_line(row, tenant_id, flt)
-        except UnreadableRow:
-            verifier.unreadable(
-                row.state, "the stored row is not valid JSON", position=row.position
-            )
-            continue
-        if line is not None:
-            # Through the stdlib JSON decoder, as an auditor reading the export would.
-            verifier.feed_line(line)
-    return (rows[-1].position if rows else after), len(rows) < size
+    """Feed the selected events among the next page of rows to `verifier`."""
+    rows = store.read(after, PAGE, upto=selection.flt.until)
+    selection.verify(rows, verifier)
+    return (rows[-1].position if rows else after), len(rows) < PAGE
 
 
 @get("/export", summary="Export the tenant's events as NDJSON envelopes", opt={"role": "auditor"})
@@ -239,11 +231,11 @@ async def verify(
     runtime = runtime_of(request)
     flt = pinned(export_filter(stream_id=stream_id), await asyncio.to_thread(runtime.store.head))
     tenant_id = caller_of(request).tenant_id
-    verifier = ChainVerifier()
+    selection, verifier = Selection(tenant_id, flt), ChainVerifier()
     after, done = flt.after, False
     while not done:
         after, done = await asyncio.to_thread(
-            verify_page, runtime.store, tenant_id, flt, after, verifier
+            verify_page, runtime.store, selection, after, verifier
         )
     report = verifier.report()
     if not report.ok:

@@ -168,18 +168,25 @@ class RunWorker:
                 runs_decide.cancel(state, state.tenant_id, "system", "the thread was deleted"),
             )
 
+        latest = state
+
         async def record(seen: RunState, drafts: list[DomainEvent | Draft]) -> RunState:
-            return await self._record(actor, seen, drafts)
+            nonlocal latest
+            latest = await self._record(actor, seen, drafts)
+            return latest
 
         try:
             state = await self.harness.drive(state, record)  # type: ignore[arg-type]
             self._not_before.pop(state.id, None)
         except ToolQueued as queued:
+            state = latest
             self._not_before[state.id] = time.monotonic() + queued.retry_after_s
             log.info("tool_queued", run_id=state.id, retry_after_s=queued.retry_after_s)
         except ProviderError as exc:
+            # Fail the run as it stands now (the turn may have recorded deltas already), so
+            # the failure is recorded once and the model is not asked again.
             state = await self._record(
-                actor, state, runs_decide.fail(state, "model_error", str(exc))
+                actor, latest, runs_decide.fail(latest, "model_error", str(exc))
             )
         if state.terminal:
             log.info("run_ended", run_id=state.id, status=state.status, events=state.event_count)

@@ -60,10 +60,13 @@ class MessageDelta(DomainEvent, frozen=True, kw_only=True):
 
 
 @event_type("message.completed")
-class MessageCompleted(DomainEvent, frozen=True, kw_only=True):
+class MessageCompleted(DomainEvent, frozen=True, kw_only=True, omit_defaults=True):
     message_id: str
     role: str
     content: str
+    # Closed by a worker that took the run over mid-turn from a model that cannot say the
+    # same again; the answer goes on in a new message. Absent (false) otherwise.
+    interrupted: bool = False
 
 
 @event_type("tool.called")

@@ -140,7 +140,10 @@ class Harness:
         if partial is not None and not provider.deterministic:
             # The interrupted turn cannot be regenerated: close what was said, start afresh.
             closing = MessageCompleted(
-                message_id=partial.message_id, role="assistant", content=partial.text
+                message_id=partial.message_id,
+                role="assistant",
+                content=partial.text,
+                interrupted=True,
             )
             return await record(state, [Draft(closing, partial.work_item_id)])
         message_id = partial.message_id if partial else self.clock.new_id()

@@ -23,6 +23,7 @@ from nome_core.approvals.events import ApprovalResolved
 from nome_core.eventstore import DomainEvent, Draft, Event, Head, Meta, seal
 from nome_core.runs import scripted
 from nome_core.runs.events import (
+    MessageCompleted,
     PolicyDecision,
     RunCancelled,
     RunFailed,
@@ -72,13 +73,23 @@ class _RecordedModel:
 
     deterministic = True
 
-    def __init__(self, model: str, turns: list[list[str | ToolRequest]]) -> None:
+    def __init__(self, model: str, turns: list[list[str | ToolRequest | _Cut]]) -> None:
         self.model = model
         self._turns = iter(turns)
 
     async def turn(self, state: RunState) -> AsyncIterator[str | ToolRequest]:
         for chunk in next(self._turns, []):
+            if isinstance(chunk, _Cut):
+                raise _Interrupted()
             yield chunk
+
+
+class _Cut:
+    """Where a worker died mid-turn and its successor closed the message."""
+
+
+class _Interrupted(Exception):
+    pass
 
 
 class _Scripted:
@@ -151,6 +162,8 @@ async def verify(events: Sequence[Event]) -> Verdict:
     clock = _Clock()
     head = Head(1, first.hash)
 
+    latest = state
+
     async def record(seen: RunState, drafts: Sequence[DomainEvent | Draft]) -> RunState:
         nonlocal head
         sealed = seal(
@@ -163,6 +176,7 @@ async def verify(events: Sequence[Event]) -> Verdict:
             meta=Meta(),
             clock=clock,
         )
+        nonlocal latest
         produced.extend(sealed)
         head = Head(sealed[-1].seq, sealed[-1].hash) if sealed else head
         next_state = seen
@@ -170,9 +184,10 @@ async def verify(events: Sequence[Event]) -> Verdict:
             next_state = evolve(next_state, event)  # type: ignore[assignment]
         if len(produced) > len(compared_log) + 64:
             raise _Diverged()  # runaway: it will not match anyway
+        latest = next_state
         return next_state
 
-    harness = Harness(lambda _: provider, tools, clock, flush_chars=1 << 30, flush_seconds=1e9)
+    harness = Harness(lambda _: provider, tools, clock, flush_chars=1, flush_seconds=1e9)
     resolutions = [e.data for e in recorded if isinstance(e.data, ApprovalResolved)]
     refusals = {
         e.data.receipt.approval_id: e.data.receipt
@@ -181,7 +196,12 @@ async def verify(events: Sequence[Event]) -> Verdict:
     }
     with contextlib.suppress(_Diverged):
         while True:
-            state = await harness.drive(state, record)
+            try:
+                state = await harness.drive(state, record)
+            except _Interrupted:
+                # The worker that took over closed the half-said message: do the same.
+                state = await record(latest, _close_partial(latest))
+                continue
             if not isinstance(next_step(state), Wait):
                 break
             # A person (or the expiry job) answered: feed the recorded answer back in.
@@ -206,6 +226,16 @@ async def verify(events: Sequence[Event]) -> Verdict:
     if len(actual) > len(expected):
         return _diverged(recorded, len(expected), None, actual[len(expected)])
     return Verdict(deterministic=True, events_compared=len(events), divergence=None)
+
+
+def _close_partial(state: RunState) -> list[DomainEvent | Draft]:
+    partial = next((m for m in state.messages if not m.completed), None)
+    if partial is None:
+        raise _Diverged()
+    closing = MessageCompleted(
+        message_id=partial.message_id, role="assistant", content=partial.text, interrupted=True
+    )
+    return [Draft(closing, partial.work_item_id)]
 
 
 def _answer(
@@ -290,13 +320,17 @@ def _model_of(recorded: Sequence[Event]) -> str:
     return str(getattr(started.data, "model", "")) if started else ""
 
 
-def _turns_of(recorded: Sequence[Event]) -> list[list[str | ToolRequest]]:
-    """Recorded model turns: text, then tool requests; a turn ends where tools run."""
-    turns: list[list[str | ToolRequest]] = []
-    current: list[str | ToolRequest] = []
+def _turns_of(recorded: Sequence[Event]) -> list[list[str | ToolRequest | _Cut]]:
+    """Recorded model turns: text, then tool requests; a turn ends where tools run, or where
+    a taken-over turn was cut off."""
+    turns: list[list[str | ToolRequest | _Cut]] = []
+    current: list[str | ToolRequest | _Cut] = []
     for event in recorded:
         data = event.data
-        if event.type == "message.delta":
+        if isinstance(data, MessageCompleted) and data.interrupted:
+            turns.append([*current, _Cut()])
+            current = []
+        elif event.type == "message.delta":
             current.append(data.text)  # type: ignore[attr-defined]
         elif isinstance(data, ToolCalled):
             current.append(ToolRequest(data.tool, data.arguments))
