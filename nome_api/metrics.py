@@ -40,6 +40,7 @@ _GLOB = re.compile(r"([*?\[\]\\])")
 
 
 def is_loopback(scope: Scope) -> bool:
+    """Whether the request comes from this host (127.0.0.1 or ::1)."""
     client = scope.get("client")
     return bool(client) and client[0] in LOOPBACK  # type: ignore[index]
 
@@ -145,6 +146,7 @@ class RuntimeCollector:
         self._lock = threading.Lock()
 
     def collect(self) -> Iterator[Metric]:
+        """Every runtime metric, read now."""
         yield from self._writer()
         yield from self._projections()
         yield GaugeMetricFamily(

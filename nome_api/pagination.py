@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgspec
 
@@ -56,3 +57,29 @@ def page_json(docs: Sequence[bytes], next_cursor: str | None, total: int) -> byt
             b"}",
         )
     )
+
+
+async def index_page(
+    redis: Any,
+    index: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    doc_key: Callable[[str], str],
+) -> bytes:
+    """One page of a lexicographic sorted-set index whose members end in `|<resource id>`:
+    the documents after the cursor, in index order, with the index's size as the total."""
+    check_limit(limit)
+    after = decode_cursor(cursor, MEMBER_CURSOR)
+    pipe = redis.pipeline(transaction=False)
+    pipe.zrangebylex(index, f"({after}" if after else "-", "+", start=0, num=limit + 1)
+    pipe.zcard(index)
+    members, total = await pipe.execute()
+    page = members[:limit]
+    docs = await redis.mget([doc_key(member_id(m)) for m in page]) if page else []
+    next_cursor = encode_cursor(page[-1].decode()) if len(members) > limit and page else None
+    return page_json([d for d in docs if d is not None], next_cursor, total)
+
+
+def member_id(member: bytes) -> str:
+    return member.decode().rsplit("|", 1)[1]

@@ -14,14 +14,7 @@ from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
 from nome_api.errors import ApiError
 from nome_api.gateway import wait_for_position
 from nome_api.idempotency import idempotent
-from nome_api.pagination import (
-    DEFAULT_LIMIT,
-    MEMBER_CURSOR,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    page_json,
-)
+from nome_api.pagination import DEFAULT_LIMIT, index_page
 from nome_api.schemas import CreatedKey, CreateKey, PageOf
 from projections.keys import KeyView
 
@@ -58,23 +51,17 @@ async def list_keys(
     limit: Annotated[int, QueryParameter()] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, QueryParameter()] = None,
 ) -> Response[PageOf[KeyView]]:
-    check_limit(limit)
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    views, redis = runtime.read_models.keys, runtime.redis
-    after = decode_cursor(cursor, MEMBER_CURSOR)
-    members = await redis.zrangebylex(
-        views.index(tenant), f"({after}" if after else "-", "+", start=0, num=limit + 1
+    keys = runtime.read_models.keys
+    return json_bytes(
+        await index_page(
+            runtime.redis,
+            keys.index(tenant),
+            limit=limit,
+            cursor=cursor,
+            doc_key=lambda key_id: keys.doc(tenant, key_id),
+        )
     )
-    page = members[:limit]
-    docs = (
-        await redis.mget([views.doc(tenant, m.decode().rsplit("|", 1)[1]) for m in page])
-        if page
-        else []
-    )
-    total = await redis.zcard(views.index(tenant))
-    more = len(members) > limit
-    next_cursor = encode_cursor(page[-1].decode()) if more and page else None
-    return json_bytes(page_json([d for d in docs if d is not None], next_cursor, total))
 
 
 @delete("/keys/{key_id:str}", summary="Revoke an API key", opt={"role": "admin"})

@@ -12,7 +12,7 @@ from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
 from nome_api.errors import ApiError
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
-from nome_api.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, page_json
+from nome_api.pagination import DEFAULT_LIMIT, index_page
 from nome_api.schemas import CreateAgent, PageOf, UpdateAgent
 from nome_core.agents.state import AgentState
 from nome_core.runs import scripted
@@ -74,22 +74,17 @@ async def list_agents(
     limit: Annotated[int, QueryParameter()] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, QueryParameter()] = None,
 ) -> Response[PageOf[AgentView]]:
-    check_limit(limit)
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    agents, redis = runtime.read_models.agents, runtime.redis
-    after = decode_cursor(cursor)
-    members = await redis.zrangebylex(
-        agents.index(tenant), f"({after}" if after else "-", "+", start=0, num=limit + 1
+    agents = runtime.read_models.agents
+    return json_bytes(
+        await index_page(
+            runtime.redis,
+            agents.index(tenant),
+            limit=limit,
+            cursor=cursor,
+            doc_key=lambda agent_id: agents.doc(tenant, agent_id),
+        )
     )
-    page = members[:limit]
-    docs = (
-        await redis.mget([agents.doc(tenant, m.decode().rsplit("|", 1)[1]) for m in page])
-        if page
-        else []
-    )
-    total = await redis.zcard(agents.index(tenant))
-    next_cursor = encode_cursor(page[-1].decode()) if len(members) > limit and page else None
-    return json_bytes(page_json([d for d in docs if d is not None], next_cursor, total))
 
 
 @get("/{agent_id:str}", summary="Get an agent")

@@ -10,7 +10,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
 from nome_api.errors import ApiError
-from nome_api.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, page_json
+from nome_api.pagination import DEFAULT_LIMIT, index_page
 from nome_api.schemas import PageOf, Resolve
 from nome_api.worker.direct import finish_direct_call
 from projections.approvals import ApprovalView
@@ -25,25 +25,19 @@ async def list_approvals(
     limit: Annotated[int, QueryParameter()] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, QueryParameter()] = None,
 ) -> Response[PageOf[ApprovalView]]:
-    check_limit(limit)
     if status is not None and status not in STATUSES:
         raise ApiError(400, f"status must be one of {', '.join(STATUSES)}")
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    views, redis = runtime.read_models.approvals, runtime.redis
-    index = views.index(tenant, status)
-    after = decode_cursor(cursor)
-    members = await redis.zrangebylex(
-        index, f"({after}" if after else "-", "+", start=0, num=limit + 1
+    approvals = runtime.read_models.approvals
+    return json_bytes(
+        await index_page(
+            runtime.redis,
+            approvals.index(tenant, status),
+            limit=limit,
+            cursor=cursor,
+            doc_key=lambda approval_id: approvals.doc(tenant, approval_id),
+        )
     )
-    page = members[:limit]
-    docs = (
-        await redis.mget([views.doc(tenant, m.decode().rsplit("|", 1)[1]) for m in page])
-        if page
-        else []
-    )
-    total = await redis.zcard(index)
-    next_cursor = encode_cursor(page[-1].decode()) if len(members) > limit and page else None
-    return json_bytes(page_json([d for d in docs if d is not None], next_cursor, total))
 
 
 @get("/{approval_id:str}", summary="An approval")

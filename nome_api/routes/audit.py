@@ -2,7 +2,8 @@
 
 Both routes walk the global log in pages of `PAGE` rows, each page read in a worker thread,
 and keep only the caller's tenant's events: memory stays constant however long the log is.
-The CLI (`nome audit export`) and bench/export_bench.py use the same page functions.
+The CLI (`nome audit export`) and bench/export_bench.py use the same page functions; the
+chain check itself is nome_core.audit, shared with the offline `nome audit verify`.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ async def export(
     stream_id: Annotated[str | None, QueryParameter()] = None,
     types: Annotated[str | None, QueryParameter(description="comma-separated types")] = None,
 ) -> Stream:
+    """The tenant's envelopes as NDJSON, in position order, up to the head at the start."""
     flt = export_filter(after, until, stream_id, types)
     runtime = runtime_of(request)
     flt = pinned(flt, await asyncio.to_thread(runtime.store.head))
@@ -228,6 +230,7 @@ async def export(
 async def verify(
     request: Req, stream_id: Annotated[str | None, QueryParameter()] = None
 ) -> Response[Report]:
+    """Recompute every hash chain of the tenant (or one stream) from the stored rows."""
     runtime = runtime_of(request)
     flt = pinned(export_filter(stream_id=stream_id), await asyncio.to_thread(runtime.store.head))
     tenant_id = caller_of(request).tenant_id

@@ -15,7 +15,14 @@ from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
 from nome_api.errors import ApiError
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
-from nome_api.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, page_json
+from nome_api.pagination import (
+    DEFAULT_LIMIT,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    index_page,
+    page_json,
+)
 from nome_api.schemas import CancelRun, Chat, CreateRun, PageOf
 from nome_api.streams import run_frame
 from nome_core.eventstore import Row, decode_stored, envelope_json, to_event
@@ -135,19 +142,15 @@ async def list_runs(
         chosen = rest[:limit]
         next_cursor = encode_cursor(chosen[-1][0].decode()) if len(rest) > limit else None
         return json_bytes(page_json([d for _, d in chosen], next_cursor, len(matching)))
-    members = await runtime.redis.zrangebylex(
-        index, f"({after}" if after else "-", "+", start=0, num=limit + 1
+    return json_bytes(
+        await index_page(
+            runtime.redis,
+            index,
+            limit=limit,
+            cursor=cursor,
+            doc_key=lambda run_id: runs.doc(tenant, run_id),
+        )
     )
-    page = members[:limit]
-    docs = (
-        await runtime.redis.mget([runs.doc(tenant, m.decode().rsplit("|", 1)[1]) for m in page])
-        if page
-        else []
-    )
-    total = await runtime.redis.zcard(index)
-    more = len(members) > limit
-    next_cursor = encode_cursor(page[-1].decode()) if more and page else None
-    return json_bytes(page_json([d for d in docs if d is not None], next_cursor, total))
 
 
 class _StatusOnly(msgspec.Struct):

@@ -18,6 +18,8 @@ from nome_api.pagination import (
     check_limit,
     decode_cursor,
     encode_cursor,
+    index_page,
+    member_id,
     page_json,
 )
 from nome_api.schemas import CreateThread, PageOf, PostMessage, RenameThread
@@ -81,16 +83,13 @@ async def list_threads(
     start = f"({after}" if after else "-"
     redis = runtime.redis
     if not q:
-        members = await redis.zrangebylex(index, start, "+", start=0, num=limit + 1)
-        total = await redis.zcard(index)
-        page = members[:limit]
-        docs = await redis.mget([views.doc(tenant, _id_of(m)) for m in page]) if page else []
-        more = len(members) > limit
         return json_bytes(
-            page_json(
-                [d for d in docs if d is not None],
-                encode_cursor(page[-1].decode()) if more and page else None,
-                total,
+            await index_page(
+                redis,
+                index,
+                limit=limit,
+                cursor=cursor,
+                doc_key=lambda thread_id: views.doc(tenant, thread_id),
             )
         )
     return json_bytes(await _search(request, index, start, limit, q.casefold()))
@@ -109,7 +108,7 @@ async def _search(request: Req, index: str, start: str, limit: int, needle: str)
         members = await redis.zrangebylex(index, position, "+", start=0, num=500)
         if not members:
             break
-        docs = await redis.mget([views.doc(tenant, _id_of(m)) for m in members])
+        docs = await redis.mget([views.doc(tenant, member_id(m)) for m in members])
         for member, doc in zip(members, docs, strict=True):
             if doc is None:
                 continue
@@ -130,10 +129,6 @@ async def _search(request: Req, index: str, start: str, limit: int, needle: str)
 
 class _TitleOnly(msgspec.Struct):
     title: str
-
-
-def _id_of(member: bytes) -> str:
-    return member.decode().rsplit("|", 1)[1]
 
 
 @get("/{thread_id:str}", summary="Get a thread")
