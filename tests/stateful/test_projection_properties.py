@@ -206,17 +206,23 @@ def catch_up_recording(w: World) -> list[Batch]:
 
 
 def redeliver(w: World, runner: ProjectionRunner, batch: Batch) -> int:
-    """Hand every projection the events of an old batch again, from its old position."""
-    redelivered = 0
-    for projection in w.read_models.all:
-        expected = batch.before[projection.name]
-        rows = w.store.read(expected, w.runner.page, upto=batch.head)
-        if not rows:
-            continue
-        events = [to_event(r.state, r.position) for r in rows]
-        runner._commit(projection, expected, events, rows[-1].position, batch.head)
-        redelivered += 1
-    return redelivered
+    """Hand the projections an old batch again, from their old positions: first the whole
+    batch at once, then each projection's part on its own. Returns how many parts there were."""
+    behind = [p for p in w.read_models.all if batch.before[p.name] < batch.head]
+    if not behind:
+        return 0
+    rows = w.store.read(min(batch.before[p.name] for p in behind), w.runner.page, upto=batch.head)
+    events = [to_event(r.state, r.position) for r in rows]
+    last = rows[-1].position
+    parts = [
+        (p, batch.before[p.name], [e for e in events if (e.position or 0) > batch.before[p.name]])
+        for p in behind
+        if batch.before[p.name] < last
+    ]
+    runner._commit(parts, last, batch.head)
+    for part in parts:
+        runner._commit([part], last, batch.head)
+    return len(parts)
 
 
 # -- properties --------------------------------------------------------------------------

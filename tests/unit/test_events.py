@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nome_core
-import nome_core.application  # noqa: F401  (registers every context the application wires)
+import nome_core.application  # registers every context the application wires
 from nome_core.eventstore import (
     EVENT_TYPES,
     Client,
@@ -47,7 +47,9 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -220,4 +222,7 @@ def test_a_row_in_the_first_stored_format_still_decodes_and_reencodes_byte_for_b
     )
     assert (event.seq, event.position, event.prev_hash) == (1, 42, None)
     assert to_stored(event).state == GOLDEN_ROW
-    assert bytes(decode_stored(GOLDEN_ROW).data) == b'{"title":"Gr\xc3\xbc\xc3\x9fe","metadata":{"k":"v"}}'
+    assert (
+        bytes(decode_stored(GOLDEN_ROW).data)
+        == b'{"title":"Gr\xc3\xbc\xc3\x9fe","metadata":{"k":"v"}}'
+    )

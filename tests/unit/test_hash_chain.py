@@ -34,6 +34,8 @@ from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
 from tests.unit.test_events import GOLDEN_ROW, any_payload, metas
 
 STREAM = "00000000-0000-4000-8000-0000000000cc"
+NEW_STREAM = Head()
+NO_META = Meta()
 
 
 def recompute(envelope: bytes) -> str:
@@ -62,8 +64,8 @@ class StepClock:
 
 def sealed(
     payloads: Sequence[DomainEvent],
-    head: Head = Head(),
-    meta: Meta = Meta(),
+    head: Head = NEW_STREAM,
+    meta: Meta = NO_META,
     clock: StepClock | None = None,
 ) -> list[Event]:
     return seal(

@@ -26,6 +26,7 @@ from nome_core.tenants.state import evolve as evolve_tenant
 
 TENANT = tenant_id_for("acme")
 KEY = "00000000-0000-4000-8000-0000000000bb"
+NEW_STREAM = Head()
 
 
 class StepClock:
@@ -46,7 +47,7 @@ def record(
     stream_id: str,
     tenant_id: str,
     payloads: Sequence[DomainEvent],
-    head: Head = Head(),
+    head: Head = NEW_STREAM,
     clock: StepClock | None = None,
 ) -> list[Event]:
     return seal(
