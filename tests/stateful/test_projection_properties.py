@@ -9,13 +9,10 @@ by member with their scores).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import redis
@@ -23,7 +20,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nome_core.application import Actor, Application
-from nome_core.clock import format_time
 from nome_core.errors import DomainError
 from nome_core.eventstore import EventStore, to_event
 from nome_core.tenants.state import tenant_id_for
@@ -31,6 +27,7 @@ from nome_core.writer import GroupCommitWriter
 from projections.engine import ProjectionRunner
 from projections.registry import ReadModels
 from tests.conftest import REDIS_URL, unique
+from tests.fakes import StepClock
 
 TENANT_NAMES = ("acme", "globex")
 
@@ -39,20 +36,6 @@ PROPERTY_SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-class StepClock:
-    """Ids and times that advance one step per call: examples replay exactly when shrunk."""
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
-        self._ticks = itertools.count(1)
-
-    def now(self) -> str:
-        return format_time(datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=next(self._ticks)))
-
-    def new_id(self) -> str:
-        return str(uuid.UUID(int=next(self._ids)))
 
 
 # -- histories ---------------------------------------------------------------------------

@@ -9,11 +9,9 @@ same file, or taken from the application's cache.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import shutil
 import tempfile
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -29,29 +27,15 @@ from hypothesis.stateful import (
 )
 
 from nome_core.application import Actor, Application
-from nome_core.clock import format_time
 from nome_core.eventstore import EventStore
 from nome_core.threads.errors import ThreadNotFound
 from nome_core.threads.state import ThreadState, evolve
 from nome_core.writer import GroupCommitWriter
+from tests.fakes import StepClock
 
 TENANTS = ("tenant-a", "tenant-b")
 titles = st.sampled_from(["Plans", "Roadmap", "Grüße 👋"]) | st.text(max_size=12)
 metadata = st.dictionaries(st.sampled_from(["project", "owner", "ключ"]), st.text(max_size=6))
-
-
-class StepClock:
-    """Ids and times that advance one step per call: runs replay exactly under shrinking."""
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
-        self._ticks = itertools.count(1)
-
-    def now(self) -> str:
-        return format_time(datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=next(self._ticks)))
-
-    def new_id(self) -> str:
-        return str(uuid.UUID(int=next(self._ids)))
 
 
 def modelled(state: ThreadState | None) -> dict[str, Any] | None:

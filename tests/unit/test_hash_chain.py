@@ -9,16 +9,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nome_core.clock import format_time
 from nome_core.eventstore import (
     DomainEvent,
     Event,
@@ -31,6 +28,7 @@ from nome_core.eventstore import (
     to_stored,
 )
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
+from tests.fakes import StepClock
 from tests.unit.test_events import GOLDEN_ROW, any_payload, metas
 
 STREAM = "00000000-0000-4000-8000-0000000000cc"
@@ -46,20 +44,6 @@ def recompute(envelope: bytes) -> str:
     prev = document["receipt"]["prev_hash"] or ""
     digest = hashlib.sha256(prev.encode("utf-8") + b"\n" + canonical.encode("utf-8"))
     return "sha256:" + digest.hexdigest()
-
-
-class StepClock:
-    """Ids and times that advance one step per call, so every value is known in advance."""
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
-        self._ticks = itertools.count(1)
-
-    def now(self) -> str:
-        return format_time(datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=next(self._ticks)))
-
-    def new_id(self) -> str:
-        return str(uuid.UUID(int=next(self._ids)))
 
 
 def sealed(

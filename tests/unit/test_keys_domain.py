@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
 
-from nome_core.clock import format_time
 from nome_core.errors import Conflict, Invalid, NotFound
 from nome_core.eventstore import DomainEvent, Event, Head, Meta, seal, to_stored
 from nome_core.keys import decide as keys
@@ -23,24 +20,11 @@ from nome_core.tenants import decide as tenants
 from nome_core.tenants.events import TenantCreated
 from nome_core.tenants.state import TenantState, tenant_id_for
 from nome_core.tenants.state import evolve as evolve_tenant
+from tests.fakes import StepClock
 
 TENANT = tenant_id_for("acme")
 KEY = "00000000-0000-4000-8000-0000000000bb"
 NEW_STREAM = Head()
-
-
-class StepClock:
-    """Ids and times that advance one step per call, so every value is known in advance."""
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
-        self._ticks = itertools.count(1)
-
-    def now(self) -> str:
-        return format_time(datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=next(self._ticks)))
-
-    def new_id(self) -> str:
-        return str(uuid.UUID(int=next(self._ids)))
 
 
 def record(

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nome_core.clock import format_time
 from nome_core.eventstore import DomainEvent, Event, Head, Meta, head_of, seal
 from nome_core.keys.events import KeyCreated
 from nome_core.threads import decide
 from nome_core.threads.errors import ThreadNotFound
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted, ThreadRenamed
 from nome_core.threads.state import ThreadState, evolve
+from tests.fakes import StepClock
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
 THREAD = "00000000-0000-4000-8000-00000000000a"
-
-
-class StepClock:
-    """Ids and times that advance one step per call, so every value is known in advance."""
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
-        self._ticks = itertools.count(1)
-
-    def now(self) -> str:
-        return format_time(datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=next(self._ticks)))
-
-    def new_id(self) -> str:
-        return str(uuid.UUID(int=next(self._ids)))
 
 
 class Stream:
