@@ -172,11 +172,9 @@ class RuntimeCollector:
             "Commands in the writer's last group-commit transaction.",
             value=writer.last_batch_size,
         )
-        events = getattr(writer, "events", None)
-        if isinstance(events, int):
-            yield CounterMetricFamily(
-                "nome_events_appended", "Events this process's writer committed.", value=events
-            )
+        yield CounterMetricFamily(
+            "nome_events_appended", "Events this process's writer committed.", value=writer.events
+        )
 
     def _projections(self) -> Iterator[Metric]:
         runtime = self.runtime

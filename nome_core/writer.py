@@ -38,6 +38,7 @@ class GroupCommitWriter:
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.commands = 0
+        self.events = 0
         self.last_batch_size = 0
 
     def on_commit(self, listener: Callable[[int], None]) -> None:
@@ -140,6 +141,7 @@ class GroupCommitWriter:
             return
         self.batches += 1
         self.commands += len(accepted)
+        self.events += len(positions)
         self.last_batch_size = len(accepted)
         offset = 0
         for command in accepted:
