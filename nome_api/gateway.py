@@ -9,6 +9,7 @@ requests reach the route without a Redis round trip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
@@ -150,10 +151,13 @@ def _position(raw: bytes) -> int:
     return value
 
 
-async def wait_for_position(runtime: Runtime, position: int) -> None:
+async def wait_for_position(
+    runtime: Runtime, position: int, *, seconds: float | None = None
+) -> None:
     """Wait until every read model has processed `position` (read-your-writes)."""
     keys = [runtime.runner.tracking.position(p.name) for p in runtime.read_models.all]
-    deadline = time.monotonic() + runtime.settings.min_position_wait_s
+    limit = runtime.settings.min_position_wait_s if seconds is None else seconds
+    deadline = time.monotonic() + limit
     delay = 0.001
     while True:
         values = await runtime.redis.mget(keys)
@@ -193,6 +197,10 @@ async def _authenticate(
         if cached is None:
             # Looked up by the key's SHA-256: the secret itself is never compared.
             found = await runtime.redis.get(runtime.read_models.keys.by_hash(identity))
+            if found is None and await _keys_behind(runtime):
+                # Perhaps a key just made by another process (`nome keys create`): once the
+                # keys read model has caught up with the log, look again.
+                found = await runtime.redis.get(runtime.read_models.keys.by_hash(identity))
             if found is None:
                 if await _keys_catching_up(runtime):
                     raise ApiError(503, "the service is starting up", headers={"Retry-After": "1"})
@@ -212,6 +220,17 @@ async def _authenticate(
         roles=effective_roles(principal.roles),
         meta=Meta(principal=principal.key_id, client=client, request_id=request_id),
     )
+
+
+async def _keys_behind(runtime: Runtime) -> bool:
+    """Whether the keys read model was behind the log (it has caught up when this returns)."""
+    head = await asyncio.to_thread(runtime.store.head)
+    key = runtime.runner.tracking.position(runtime.read_models.keys.name)
+    if int(await runtime.redis.get(key) or 0) >= head:
+        return False
+    with contextlib.suppress(ApiError):
+        await wait_for_position(runtime, head, seconds=1.0)
+    return True
 
 
 async def _keys_catching_up(runtime: Runtime) -> bool:
