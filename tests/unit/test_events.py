@@ -89,7 +89,7 @@ def strategy_for(info: mi.Type) -> st.SearchStrategy[Any]:
             return st.one_of(*(strategy_for(t) for t in types))
         case mi.StructType(cls=cls, fields=fields):
             return st.builds(cls, **{f.name: _field_strategy(f) for f in fields})
-    raise NotImplementedError(f"teach strategy_for() to generate {info!r}")
+    raise TypeError(f"teach strategy_for() to generate {info!r}")
 
 
 def _field_strategy(field: mi.Field) -> st.SearchStrategy[Any]:
