@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response
 
+from nome_api.errors import ApiError
 from nome_api.gateway import Caller
 from nome_api.runtime import Runtime
 from nome_core.application import Actor
@@ -30,3 +32,12 @@ def json_bytes(body: bytes, *, status: int = 200, position: int | None = None) -
     """A JSON response from ready bytes; commands add the log position they reached."""
     headers = {"X-Nome-Position": str(position)} if position is not None else {}
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def stored_doc(request: Req, doc_key: Callable[[str], str], what: str) -> Response[bytes]:
+    """A read model's document of the caller's tenant, as stored; 404 when there is none."""
+    runtime = runtime_of(request)
+    doc = await runtime.redis.get(doc_key(caller_of(request).tenant_id))
+    if doc is None:
+        raise ApiError(404, f"no such {what}")
+    return json_bytes(doc)

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Response, Router, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
+from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
 from nome_api.errors import ApiError
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
@@ -89,11 +89,8 @@ async def list_agents(
 
 @get("/{agent_id:str}", summary="Get an agent")
 async def get_agent(request: Req, agent_id: FromPath[str]) -> Response[AgentView]:
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    doc = await runtime.redis.get(runtime.read_models.agents.doc(tenant, agent_id))
-    if doc is None:
-        raise ApiError(404, "no such agent")
-    return json_bytes(doc)
+    views = runtime_of(request).read_models.agents
+    return await stored_doc(request, lambda tenant: views.doc(tenant, agent_id), "agent")
 
 
 @patch("/{agent_id:str}", summary="Change an agent", opt={"role": "admin"})

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Response, Router, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
+from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
 from nome_api.errors import ApiError
 from nome_api.pagination import DEFAULT_LIMIT, index_page
 from nome_api.schemas import PageOf, Resolve
@@ -42,11 +42,8 @@ async def list_approvals(
 
 @get("/{approval_id:str}", summary="An approval")
 async def get_approval(request: Req, approval_id: FromPath[str]) -> Response[ApprovalView]:
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    doc = await runtime.redis.get(runtime.read_models.approvals.doc(tenant, approval_id))
-    if doc is None:
-        raise ApiError(404, "no such approval")
-    return json_bytes(doc)
+    views = runtime_of(request).read_models.approvals
+    return await stored_doc(request, lambda tenant: views.doc(tenant, approval_id), "approval")
 
 
 async def _resolve(

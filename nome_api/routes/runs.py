@@ -11,7 +11,7 @@ from litestar import Response, Router, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
+from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
 from nome_api.errors import ApiError
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
@@ -163,11 +163,8 @@ def _status_of(doc: bytes) -> str:
 
 @get("/v1/runs/{run_id:str}", summary="Get a run")
 async def get_run(request: Req, run_id: FromPath[str]) -> Response[RunView]:
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    doc = await runtime.redis.get(runtime.read_models.runs.doc(tenant, run_id))
-    if doc is None:
-        raise ApiError(404, "no such run")
-    return json_bytes(doc)
+    views = runtime_of(request).read_models.runs
+    return await stored_doc(request, lambda tenant: views.doc(tenant, run_id), "run")
 
 
 @post(

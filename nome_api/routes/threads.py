@@ -9,7 +9,7 @@ import msgspec
 from litestar import Response, Router, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
+from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
 from nome_api.errors import ApiError, Issue
 from nome_api.idempotency import idempotent
 from nome_api.pagination import (
@@ -133,11 +133,8 @@ class _TitleOnly(msgspec.Struct):
 
 @get("/{thread_id:str}", summary="Get a thread")
 async def get_thread(request: Req, thread_id: FromPath[str]) -> Response[ThreadView]:
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    doc = await runtime.redis.get(runtime.read_models.threads.doc(tenant, thread_id))
-    if doc is None:
-        raise ApiError(404, "no such thread")
-    return json_bytes(doc)
+    views = runtime_of(request).read_models.threads
+    return await stored_doc(request, lambda tenant: views.doc(tenant, thread_id), "thread")
 
 
 @patch("/{thread_id:str}", summary="Rename a thread", opt={"role": "member"})

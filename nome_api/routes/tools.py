@@ -9,7 +9,7 @@ import msgspec
 from litestar import Response, Router, get, post, put
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
+from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
 from nome_api.errors import ApiError, issues_from_msgspec
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
@@ -201,11 +201,8 @@ async def call_tool(request: Req, data: JSONBody[CallTool]) -> Response[ToolRece
 
 @get("/receipts/{receipt_id:str}", summary="A tool receipt", tags=["receipts"])
 async def get_receipt(request: Req, receipt_id: FromPath[str]) -> Response[ToolReceipt]:
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    doc = await runtime.redis.get(runtime.read_models.tools.receipt(tenant, receipt_id))
-    if doc is None:
-        raise ApiError(404, "no such receipt")
-    return json_bytes(doc)
+    views = runtime_of(request).read_models.tools
+    return await stored_doc(request, lambda tenant: views.receipt(tenant, receipt_id), "receipt")
 
 
 @get(
