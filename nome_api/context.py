@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from litestar import Request, Response
 from nome_api.errors import ApiError
 from nome_api.gateway import Caller
 from nome_api.runtime import Runtime
-from nome_core.application import Actor
+from nome_core.application import Actor, Outcome
 
 Req = Request[Any, Any, Any]
 
@@ -41,3 +42,12 @@ async def stored_doc(request: Req, doc_key: Callable[[str], str], what: str) -> 
     if doc is None:
         raise ApiError(404, f"no such {what}")
     return json_bytes(doc)
+
+
+async def reached(request: Req, outcome: Outcome[Any]) -> int:
+    """The position a command's answer reports: its last event's, or for a command that
+    changed nothing (a rename to the same title), the log's head, which covers the state
+    it answered from."""
+    if outcome.position is not None:
+        return outcome.position
+    return await asyncio.to_thread(runtime_of(request).store.head)

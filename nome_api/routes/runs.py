@@ -11,7 +11,7 @@ from litestar import Response, Router, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
+from nome_api.context import Req, actor_of, caller_of, json_bytes, reached, runtime_of, stored_doc
 from nome_api.errors import ApiError
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
@@ -184,7 +184,7 @@ async def cancel_run(
         reason=data.reason if data else None,
     )
     assert outcome.state is not None
-    return json_bytes(_encode(run_view(outcome.state)), position=outcome.position)
+    return json_bytes(_encode(run_view(outcome.state)), position=await reached(request, outcome))
 
 
 async def _own_run_rows(request: Req, run_id: str, after: int = 0) -> list[Row]:

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Response, Router, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
+from nome_api.context import Req, actor_of, caller_of, json_bytes, reached, runtime_of, stored_doc
 from nome_api.errors import ApiError, Issue
 from nome_api.idempotency import idempotent
 from nome_api.pagination import (
@@ -144,7 +144,7 @@ async def rename_thread(
     outcome = await runtime_of(request).app.rename_thread(
         actor_of(request), thread_id_checked(thread_id), data.title
     )
-    return json_bytes(thread_json(outcome.state), position=outcome.position)
+    return json_bytes(thread_json(outcome.state), position=await reached(request, outcome))
 
 
 @delete("/{thread_id:str}", summary="Delete a thread (a tombstone event)", opt={"role": "member"})

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Response, Router, get, post, put
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
+from nome_api.context import Req, actor_of, caller_of, json_bytes, reached, runtime_of, stored_doc
 from nome_api.errors import ApiError, issues_from_msgspec
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
@@ -78,7 +78,7 @@ async def put_policy(
 ) -> Response[Policy]:
     proposed = Policy(tool=_known(tool), **msgspec.structs.asdict(data))
     outcome = await runtime_of(request).app.set_policy(actor_of(request), proposed)
-    return json_bytes(_encode(outcome.state), position=outcome.position)
+    return json_bytes(_encode(outcome.state), position=await reached(request, outcome))
 
 
 class DecisionChange(msgspec.Struct, kw_only=True):
