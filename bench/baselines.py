@@ -54,7 +54,10 @@ def threaded(
             failures.append(exc)
             started.abort()
             raise
-        started.wait()
+        try:
+            started.wait()
+        except threading.BrokenBarrierError:
+            return
         while not stop.is_set():
             try:
                 op()
@@ -67,17 +70,20 @@ def threaded(
     for worker in workers:
         worker.start()
     try:
-        started.wait(timeout=60)
-    except threading.BrokenBarrierError:
+        try:
+            started.wait(timeout=60)
+        except threading.BrokenBarrierError:
+            raise RuntimeError(f"a load thread failed to start: {failures[:1]}") from None
+        time.sleep(warmup)
+        first, first_errors, t0 = sum(counts), sum(errors), time.perf_counter()
+        time.sleep(duration)
+        last, last_errors, t1 = sum(counts), sum(errors), time.perf_counter()
+    finally:
+        # Also on Ctrl-C: no thread may still hold a connection when the schema is dropped.
         stop.set()
-        raise RuntimeError(f"a load thread failed to start: {failures[:1]}") from None
-    time.sleep(warmup)
-    first, first_errors, t0 = sum(counts), sum(errors), time.perf_counter()
-    time.sleep(duration)
-    last, last_errors, t1 = sum(counts), sum(errors), time.perf_counter()
-    stop.set()
-    for worker in workers:
-        worker.join(timeout=30)
+        started.abort()
+        for worker in workers:
+            worker.join(timeout=30)
     return Rate(last - first, t1 - t0, last_errors - first_errors)
 
 

@@ -10,10 +10,24 @@ ratio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
+
+
+@contextlib.contextmanager
+def no_gc_pauses() -> Iterator[None]:
+    """A full collection in the client would show up as server latency: collect before the
+    run and not during it (the client makes few cycles; the run is seconds long)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class Response(NamedTuple):
@@ -123,7 +137,8 @@ async def closed_loop(
                     tally[1] += 1
 
     try:
-        await asyncio.gather(*(worker(c) for c in conns))
+        with no_gc_pauses():
+            await asyncio.gather(*(worker(c) for c in conns))
     finally:
         for conn in conns:
             conn.close()
@@ -174,7 +189,8 @@ async def paced(
             on_response(response, due, done)
 
     try:
-        await asyncio.gather(*(worker(c) for c in conns))
+        with no_gc_pauses():
+            await asyncio.gather(*(worker(c) for c in conns))
     finally:
         for conn in conns:
             conn.close()

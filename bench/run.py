@@ -1,8 +1,15 @@
 """The benchmark run: phases in order, each printed as it starts, then the table and JSON.
 
-Order matters: the database baselines run first on an idle machine, `nome serve` runs alone
+Order matters: the database baselines run before any server exists, `nome serve` runs alone
 for the HTTP figures (the bare baseline is stopped before it starts), and the rebuild runs
 after the server has stopped, so its runner does not compete for the projections' leases.
+
+1. raw INSERT and stock save() baselines (Postgres only);
+2. the bare Litestar server: GET route, then the one-frame SSE route (baseline 5);
+3. `nome serve`: figures 1-3, then the streaming and run figures of bench/streaming.py
+   (5 first delta, 7 replay, 10 export, 8 tool calls, 9 approvals, 6 fan-out);
+4. the bare server again: the fan-out baseline, replaying figure 6's measured schedule;
+5. in-process create_thread, then the rebuild (figure 4) and its raw SELECT baseline.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import redis
 import redis.asyncio
 from psycopg import sql
 
-from bench import baselines, loadgen
+from bench import baselines, loadgen, streaming
 from bench.inprocess import create_threads
 from bench.rebuild import rebuild_all
 from bench.report import Figure, table
@@ -55,6 +62,7 @@ class Run:
         self.started = time.perf_counter()
         self.figures: list[Figure] = []
         self.details: dict[str, Any] = {}
+        self.pg_url = PG_URL
 
     def phase(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.started:6.1f}s] {text}", flush=True)
@@ -115,7 +123,7 @@ def database_baselines(run: Run) -> tuple[baselines.Rate, baselines.Rate]:
     return raw, stock
 
 
-async def bare_route(run: Run) -> loadgen.LoadResult:
+async def bare_route(run: Run) -> tuple[loadgen.LoadResult, dict[str, Any]]:
     a = run.args
     server = bare_server(free_port())
     run.servers.append(server)
@@ -133,10 +141,23 @@ async def bare_route(run: Run) -> loadgen.LoadResult:
             warmup=a.warmup,
             duration=a.seconds,
         )
+        run.phase(f"  {result.rate:,.0f} req/s ({result.errors} errors)")
+        first = await streaming.bare_first_frame(run, server.port)
     finally:
         server.stop()
-    run.phase(f"  {result.rate:,.0f} req/s ({result.errors} errors)")
-    return result
+    return result, first
+
+
+async def bare_fanout(run: Run, schedule: list[tuple[float, int]]) -> Any:
+    """Started again after `nome serve` stopped: it replays NOME's measured schedule."""
+    server = bare_server(free_port())
+    run.servers.append(server)
+    server.start()
+    try:
+        await server.ready("/doc/x")
+        return await streaming.bare_fanout(run, server.port, schedule, server.pid)
+    finally:
+        server.stop()
 
 
 async def nome_figures(run: Run) -> dict[str, Any]:
@@ -216,11 +237,13 @@ async def nome_figures(run: Run) -> dict[str, Any]:
             f"  lag p50 {ms(lag['lag_p50'])} ms, p99 {ms(lag['lag_p99'])} ms "
             f"over {lag['samples']} commands ({lag['errors']} errors)"
         )
+
+        live = await streaming.nome_streaming(run, server, watch)
     finally:
         run.phase("stopping nome serve")
         server.stop()
         await watch.aclose()
-    return {"creates": creates, "reads": reads, "lag": lag}
+    return {"creates": creates, "reads": reads, "lag": lag, "live": live}
 
 
 async def wait_position(
@@ -320,8 +343,9 @@ def measure(run: Run) -> None:
     http: dict[str, Any] = {}
 
     async def http_phases() -> None:
-        http["bare"] = await bare_route(run)
+        http["bare"], http["bare_first"] = await bare_route(run)
         http.update(await nome_figures(run))
+        http["bare_fanout"] = await bare_fanout(run, http["live"]["fanout"].schedule)
         a = run.args
         run.phase(
             f"diagnostic: in-process create_thread (no HTTP), {a.clients} concurrent commands; "
@@ -413,6 +437,11 @@ def measure(run: Run) -> None:
             met=rebuild.rate >= 20_000,
         ),
     ]
+    more, live_details = streaming.figures(
+        http["live"], http["bare_first"], http["bare_fanout"], creates.rate
+    )
+    run.figures += more
+    run.details.update(live_details)
     run.details.update(
         {
             "raw_insert": raw._asdict(),
@@ -459,6 +488,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lag-rate", type=float, default=500.0, help="paced commands/s (500)")
     parser.add_argument(
         "--rebuild-events", type=int, default=30_000, help="log size to rebuild, at least (30000)"
+    )
+    parser.add_argument(
+        "--chats", type=int, default=200, help="sequential chats for figure 5 (200)"
+    )
+    parser.add_argument(
+        "--subscribers", type=int, default=200, help="streams of one run for figure 6 (200)"
+    )
+    parser.add_argument(
+        "--fanout-words", type=int, default=12_000, help="words of figure 6's answer (12000)"
+    )
+    parser.add_argument(
+        "--replay-events", type=int, default=10_000, help="events of figure 7's run (10000)"
+    )
+    parser.add_argument(
+        "--tool-clients", type=int, default=16, help="concurrent chats for figure 8 (16)"
+    )
+    parser.add_argument(
+        "--approvals", type=int, default=50, help="sequential approvals for figure 9 (50)"
     )
     return parser.parse_args(argv)
 
