@@ -20,13 +20,14 @@ TERMINAL_TYPES = frozenset({RunCompleted.type, RunFailed.type, RunCancelled.type
 KEEPALIVE = b": keepalive\n\n"
 
 
-def frame(row: Row, *, event_id: int) -> bytes:
-    """One SSE frame: id, event type, the envelope on one line."""
+def frame(row: Row, *, by_position: bool = False) -> bytes:
+    """One SSE frame: id (the seq; the position on the workspace stream), event type, and
+    the envelope on one line."""
     stored = decode_stored(row.state)
     return b"".join(
         (
             b"id: ",
-            str(event_id).encode(),
+            str(row.position if by_position else stored.seq).encode(),
             b"\nevent: ",
             stored.type.encode(),
             b"\ndata: ",
@@ -36,8 +37,12 @@ def frame(row: Row, *, event_id: int) -> bytes:
     )
 
 
-def run_frame(row: Row) -> bytes:
-    return frame(row, event_id=decode_stored(row.state).seq)
+def frame_type(frame: bytes) -> str:
+    """The event type of a frame made by `frame` (its second line); "" for a keepalive."""
+    lines = frame.split(b"\n", 2)
+    if len(lines) < 2 or not lines[1].startswith(b"event: "):
+        return ""
+    return lines[1][len(b"event: ") :].decode()
 
 
 class LogSignal:
@@ -94,7 +99,7 @@ class RunTail:
     async def refresh(self) -> None:
         rows = await asyncio.to_thread(self.store.stream_rows, self.run_id, after=len(self.frames))
         if rows:
-            self.frames.extend(run_frame(row) for row in rows)
+            self.frames.extend(frame(row) for row in rows)
             self.types.extend(row.type for row in rows)
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
@@ -167,7 +172,7 @@ class StreamHub:
                 for row in rows:
                     position = row.position
                     if tenant_of(row.state) == tenant_id and (keep is None or keep(row)):
-                        yield frame(row, event_id=row.position)
+                        yield frame(row, by_position=True)
                 if len(rows) == 500:
                     continue
                 if rows:

@@ -24,7 +24,7 @@ from nome_api.pagination import (
     page_json,
 )
 from nome_api.schemas import CancelRun, Chat, CreateRun, PageOf
-from nome_api.streams import run_frame
+from nome_api.streams import TERMINAL_TYPES, frame, frame_type
 from nome_core.eventstore import Row, decode_stored, envelope_json, to_event
 from nome_core.runs.state import RunState, evolve
 from nome_core.runs.verify import Verdict, verify
@@ -34,6 +34,7 @@ from projections.tenants import TenantView
 from projections.threads import MessageView
 
 _encode = msgspec.json.Encoder().encode
+CHAT_STOPS = TERMINAL_TYPES | {"approval.requested"}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STATUSES = ("pending", "active", "completed", "failed", "cancelled")
 
@@ -255,11 +256,23 @@ async def replay_run(
         raise ApiError(400, "format must be sse or ndjson")
 
     async def lines() -> AsyncIterator[bytes]:
+        # Frames go out in chunks of ~64 KiB: one HTTP chunk per event costs more than the
+        # event itself on a long run.
+        chunk: list[bytes] = []
+        size = 0
         for row in rows:
-            if ndjson:
-                yield envelope_json(decode_stored(row.state), row.position) + b"\n"
-            else:
-                yield run_frame(row)
+            piece = (
+                envelope_json(decode_stored(row.state), row.position) + b"\n"
+                if ndjson
+                else frame(row)
+            )
+            chunk.append(piece)
+            size += len(piece)
+            if size >= 65536:
+                yield b"".join(chunk)
+                chunk, size = [], 0
+        if chunk:
+            yield b"".join(chunk)
 
     media = "application/x-ndjson" if ndjson else "text/event-stream"
     return Stream(lines(), media_type=media, headers=SSE_HEADERS)
@@ -332,11 +345,11 @@ async def chat(request: Req, data: JSONBody[Chat]) -> Response[ChatResult]:
     async def run() -> Response[Any]:
         runtime = runtime_of(request)
         state = await _chat_run(request, data)
-        async for _ in runtime.hub.run_frames(state.id, 0):
-            current = await asyncio.to_thread(runtime.app.run, state.id)
-            if current is not None and (current.terminal or current.awaiting_approval):
-                state = current
+        # Follow the run's frames until it ends or waits on a person; fold it once then.
+        async for sse in runtime.hub.run_frames(state.id, 0):
+            if frame_type(sse) in CHAT_STOPS:
                 break
+        state = await asyncio.to_thread(runtime.app.run, state.id) or state
         # The answer was appended by the worker, after the run's creation: report a position
         # that covers it (and the thread's release), so the client can read its own answer.
         request.scope["state"]["position"] = await asyncio.to_thread(runtime.store.head)
