@@ -76,7 +76,7 @@ async def _start_run(request: Req, data: CreateRun | Chat, thread_id: str) -> Ru
         checked_id(data.agent_id, "agent") if data.agent_id else None,
         runtime.settings.model_provider,
     )
-    outcome = await runtime.app.create_run(
+    outcome, admitted = await runtime.app.create_run(
         actor,
         thread_id=checked_id(thread_id, "thread"),
         input_text=data.input,
@@ -88,6 +88,8 @@ async def _start_run(request: Req, data: CreateRun | Chat, thread_id: str) -> Ru
     )
     assert outcome.state is not None and outcome.position is not None
     request.scope["state"]["position"] = outcome.position
+    if admitted and "worker" in runtime.roles:
+        runtime.worker.offer(caller.tenant_id, outcome.state.id)
     return outcome.state
 
 

@@ -72,6 +72,7 @@ class RunWorker:
         self._active: dict[str, asyncio.Task[None]] = {}
         # Runs whose tool backend was down under `offline: queue`: not before this time.
         self._not_before: dict[str, float] = {}
+        self._offered: set[str] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -99,6 +100,11 @@ class RunWorker:
             task.cancel()
         await asyncio.gather(*self._active.values(), return_exceptions=True)
 
+    def offer(self, tenant_id: str, run_id: str) -> None:
+        """A run this process just admitted: claim it now rather than after its projection."""
+        self._offered.add(f"{tenant_id}|{run_id}")
+        self._wake.set()
+
     def wake(self, *_: object) -> None:
         """Thread-safe: the log moved, look for work now."""
         if self._event_loop is not None:
@@ -122,7 +128,8 @@ class RunWorker:
 
     async def _claim_some(self) -> None:
         members = await self.redis.smembers(self.runs.runnable())  # type: ignore[attr-defined]
-        candidates = [m.decode() for m in members]
+        offered, self._offered = self._offered, set()
+        candidates = list({m.decode() for m in members} | offered)
         random.shuffle(candidates)  # several workers should not all try the same run first
         for member in candidates:
             if len(self._active) >= self.max_runs:

@@ -31,8 +31,9 @@ class RunCommands(CommandBus):
         domain_hints: list[str],
         enqueue: bool,
         creator_roles: list[str],
-    ) -> Outcome[runs_state.RunState | None]:
-        """A pending run, its user message in the thread, and its place on the thread."""
+    ) -> tuple[Outcome[runs_state.RunState | None], bool]:
+        """A pending run, its user message in the thread, and its place on the thread; says
+        whether the run is the thread's active run now (else it waits in the queue)."""
         run_id, message_id = self.clock.new_id(), self.clock.new_id()
         run_tier = tier or agent.tier
         snapshot = AgentSnapshot(
@@ -66,7 +67,7 @@ class RunCommands(CommandBus):
             )
             return [thread_events, run_events]
 
-        _, run = await self.execute_many(
+        thread, run = await self.execute_many(
             [
                 Spec(thread_id, threads_state.evolve, thread_id=thread_id),
                 Spec(run_id, runs_state.evolve, thread_id=thread_id, run_id=run_id, new=True),
@@ -74,7 +75,8 @@ class RunCommands(CommandBus):
             decide,
             actor,
         )
-        return run
+        admitted = thread.state is not None and thread.state.active_run_id == run_id
+        return run, admitted
 
     def run(self, run_id: str) -> runs_state.RunState | None:
         return self.load(run_id, runs_state.evolve).state
