@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import re
 import time
 import uuid
@@ -39,6 +40,8 @@ _CLIENT_HEADERS = (
     (b"x-nome-client-revision", "revision"),
 )
 _decode_principal = msgspec.json.Decoder(Principal).decode
+# Unique without a system call per request: a random prefix per process and a counter.
+_request_ids = (f"{uuid.uuid4().hex[:16]}{n:016x}" for n in itertools.count(1))
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -76,7 +79,7 @@ def gateway(runtime: Runtime) -> Any:
             state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
             headers = dict(scope["headers"])
             rid = headers.get(b"x-request-id", b"").decode("latin-1")
-            request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+            request_id = rid if _REQUEST_ID.match(rid) else next(_request_ids)
             state["request_id"] = request_id
             status_holder = [500]
 

@@ -57,6 +57,7 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.latency = Histogram(
             "nome_http_request_duration_seconds",
             "Seconds from request to the end of the response, by route template "
@@ -78,7 +79,8 @@ class Metrics:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            route = scope.get("path_template") or scope["path"]
+            # Unrouted paths share one label: a scanner must not mint a series per URL.
+            route = scope.get("path_template") or (PATH if scope["path"] == PATH else "unmatched")
             inner = app
             if route == PATH and is_loopback(scope):
                 inner = self._serve  # a local scraper needs no key; the gateway would ask
@@ -94,11 +96,22 @@ class Metrics:
             try:
                 await inner(scope, receive, send_status)
             finally:
-                method = scope["method"]
-                self.requests.labels(method, route, str(status)).inc()
-                self.latency.labels(method, route).observe(time.perf_counter() - started)
+                count, latency = self._series(scope["method"], route, status)
+                count.inc()
+                latency.observe(time.perf_counter() - started)
 
         return middleware
+
+    def _series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The label children of one route and status (looking them up per request costs)."""
+        key = (method, route, status)
+        series = self._children.get(key)
+        if series is None:
+            series = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        return series
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await self.render()
