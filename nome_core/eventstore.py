@@ -448,11 +448,9 @@ class EventStore:
                 "ORDER BY originator_version"
             )
             with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+                cursor.row_factory = _tuple_rows
                 cursor.execute(sql, (UUID(stream_id), after))
-                return [
-                    Row(r["notification_id"], r["topic"], bytes(r["state"]))
-                    for r in cursor.fetchall()
-                ]
+                return [Row(position, type_, state) for position, type_, state in cursor]
         sql = (
             f"SELECT rowid, topic, state FROM {self.table} "  # noqa: S608
             "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version"
@@ -478,11 +476,9 @@ class EventStore:
                 "ORDER BY notification_id LIMIT %s"
             )
             with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+                cursor.row_factory = _tuple_rows
                 cursor.execute(sql, (after, upto if upto is not None else 2**62, limit))
-                return [
-                    Row(r["notification_id"], r["topic"], bytes(r["state"]))
-                    for r in cursor.fetchall()
-                ]
+                return [Row(position, type_, state) for position, type_, state in cursor]
         sql = (
             f"SELECT rowid, topic, state FROM {self.table} "  # noqa: S608
             "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
@@ -502,3 +498,9 @@ class EventStore:
 
     def close(self) -> None:
         self.factory.close()
+
+
+def _tuple_rows(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """psycopg's row factory protocol, answering plain tuples: the recorder's connections
+    make a dict per row, which halves the rate of reading the log page by page."""
+    return tuple

@@ -32,8 +32,8 @@ from nome_core.eventstore import (
 
 log = structlog.get_logger("nome.audit")
 
-# Rows per page: ~1 MB of JSON per round trip; the cost per page is a query and a thread hop.
-PAGE = 1000
+# Rows per page: ~5 MB of JSON per round trip; each page costs a transaction and a thread hop.
+PAGE = 5000
 NDJSON = "application/x-ndjson"
 
 
