@@ -23,6 +23,7 @@ from nome_core.eventstore import EventStore
 from nome_core.keys import secrets as key_secrets
 from nome_core.runs.harness import Harness
 from nome_core.tenants.state import tenant_id_for
+from nome_core.tools.registry import ToolRegistry
 from nome_core.writer import GroupCommitWriter
 from projections.engine import ProjectionRunner
 from projections.listen import LogListener
@@ -66,9 +67,11 @@ class Runtime:
         )
         self.signal = LogSignal()
         self.hub = StreamHub(self.store, self.signal, heartbeat=settings.sse_heartbeat_s)
+        self.registry = ToolRegistry()
         self.tools = ToolRunner(
             self.clock,
             self.app.policy,
+            self.registry,
             fetch_allow_hosts=frozenset(
                 h.strip() for h in settings.fetch_allow_hosts.split(",") if h.strip()
             ),
@@ -78,7 +81,7 @@ class Runtime:
             self.redis,
             self.read_models.runs,
             Harness(
-                provider_for(settings),
+                provider_for(settings, self.registry),
                 self.tools,
                 self.clock,
                 approval_ttl_s=settings.approval_ttl_s,

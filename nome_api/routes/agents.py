@@ -16,7 +16,6 @@ from nome_api.pagination import DEFAULT_LIMIT, index_page
 from nome_api.schemas import CreateAgent, PageOf, UpdateAgent
 from nome_core.agents.state import AgentState
 from nome_core.runs import scripted
-from nome_core.tools.builtin import BUILTIN_TOOLS
 from projections.agents import AgentView
 
 _encode = msgspec.json.Encoder().encode
@@ -39,15 +38,16 @@ def agent_json(state: AgentState | None) -> bytes:
     )
 
 
-def _check_tools(tools: list[str] | None) -> None:
-    unknown = sorted(set(tools or []) - set(BUILTIN_TOOLS))
+def _check_tools(request: Req, tools: list[str] | None) -> None:
+    known = runtime_of(request).registry.names(caller_of(request).tenant_id)
+    unknown = sorted(set(tools or []) - set(known))
     if unknown:
         raise ApiError(422, f"unknown tools: {', '.join(unknown)}", code="validation_failed")
 
 
 @post("/", status_code=201, summary="Create an agent", opt={"role": "admin"})
 async def create_agent(request: Req, data: JSONBody[CreateAgent]) -> Response[AgentView]:
-    _check_tools(data.tools)
+    _check_tools(request, data.tools)
 
     async def run() -> Response[Any]:
         runtime = runtime_of(request)
@@ -60,7 +60,9 @@ async def create_agent(request: Req, data: JSONBody[CreateAgent]) -> Response[Ag
             instructions=data.instructions,
             provider=data.provider,
             model=model,
-            tools=list(data.tools) if data.tools is not None else sorted(BUILTIN_TOOLS),
+            tools=list(data.tools)
+            if data.tools is not None
+            else runtime.registry.names(caller_of(request).tenant_id),
             tier=data.tier,
         )
         return json_bytes(agent_json(outcome.state), status=201, position=outcome.position)
@@ -97,7 +99,7 @@ async def get_agent(request: Req, agent_id: FromPath[str]) -> Response[AgentView
 async def update_agent(
     request: Req, agent_id: FromPath[str], data: JSONBody[UpdateAgent]
 ) -> Response[AgentView]:
-    _check_tools(data.tools)
+    _check_tools(request, data.tools)
     outcome = await runtime_of(request).app.update_agent(
         actor_of(request), checked_id(agent_id, "agent"), **msgspec.structs.asdict(data)
     )

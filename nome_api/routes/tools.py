@@ -17,7 +17,7 @@ from nome_api.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encod
 from nome_api.schemas import CallTool, PageOf, PolicyBody, SimulatePolicy
 from nome_api.worker.direct import decide_direct, start_direct_call
 from nome_core.tools import policy as policies
-from nome_core.tools.builtin import BUILTIN_TOOLS, ArgumentsInvalid, check_arguments
+from nome_core.tools.builtin import ArgumentsInvalid, ToolSpec, check_arguments
 from nome_core.tools.policy import Policy
 from nome_core.tools.receipts import ToolReceipt
 from projections.tools import RecentCall
@@ -34,15 +34,16 @@ class ToolInfo(msgspec.Struct, kw_only=True):
     policy: Policy
 
 
-def _known(tool: str) -> str:
-    if tool not in BUILTIN_TOOLS:
+def _known(request: Req, tool: str) -> ToolSpec:
+    spec = runtime_of(request).registry.get(caller_of(request).tenant_id, tool)
+    if spec is None:
         raise ApiError(404, f"no such tool: {tool}")
-    return tool
+    return spec
 
 
 async def _policies(request: Req) -> dict[str, Policy]:
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    names = sorted(BUILTIN_TOOLS)
+    names = runtime.registry.names(tenant)
     found = await asyncio.gather(
         *(asyncio.to_thread(runtime.app.policy, tenant, name) for name in names)
     )
@@ -52,16 +53,17 @@ async def _policies(request: Req) -> dict[str, Policy]:
 @get("/", summary="Tools with their effective policy")
 async def list_tools(request: Req) -> list[ToolInfo]:
     effective = await _policies(request)
+    specs = runtime_of(request).registry.specs(caller_of(request).tenant_id)
     return [
         ToolInfo(
             name=spec.name,
             description=spec.description,
             input_schema=spec.input_schema(),
             dangerous=spec.dangerous,
-            source="builtin",
+            source=spec.source,
             policy=effective[spec.name],
         )
-        for spec in sorted(BUILTIN_TOOLS.values(), key=lambda s: s.name)
+        for spec in specs
     ]
 
 
@@ -76,7 +78,7 @@ async def list_policies(request: Req) -> list[Policy]:
 async def put_policy(
     request: Req, tool: FromPath[str], data: JSONBody[PolicyBody]
 ) -> Response[Policy]:
-    proposed = Policy(tool=_known(tool), **msgspec.structs.asdict(data))
+    proposed = Policy(tool=_known(request, tool).name, **msgspec.structs.asdict(data))
     outcome = await runtime_of(request).app.set_policy(actor_of(request), proposed)
     return json_bytes(_encode(outcome.state), position=await reached(request, outcome))
 
@@ -107,7 +109,7 @@ class Simulation(msgspec.Struct, kw_only=True):
 async def simulate_policy(request: Req, data: JSONBody[SimulatePolicy]) -> Simulation:
     """Replays the tenant's recent calls of the tool through the proposed policy."""
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    tool = _known(data.tool)
+    tool = _known(request, data.tool).name
     current = await asyncio.to_thread(runtime.app.policy, tenant, tool)
     fields = msgspec.structs.asdict(data)
     fields.pop("tool")
@@ -158,9 +160,7 @@ class ApprovalPending(msgspec.Struct, kw_only=True):
 )
 async def call_tool(request: Req, data: JSONBody[CallTool]) -> Response[ToolReceipt]:
     runtime, caller = runtime_of(request), caller_of(request)
-    spec = BUILTIN_TOOLS.get(data.tool)
-    if spec is None:
-        raise ApiError(404, f"no such tool: {data.tool}")
+    spec = _known(request, data.tool)
     try:
         check_arguments(spec, data.arguments)
     except ArgumentsInvalid as exc:

@@ -14,7 +14,7 @@ from nome_core.runs import scripted
 from nome_core.runs.harness import Provider
 from nome_core.runs.scripted import ToolRequest, outcome_line
 from nome_core.runs.state import RunState
-from nome_core.tools.builtin import BUILTIN_TOOLS
+from nome_core.tools.registry import ToolRegistry
 
 
 class ScriptedProvider:
@@ -35,7 +35,16 @@ class OpenAIProvider:
 
     deterministic = False
 
-    def __init__(self, base_url: str, api_key: str, model: str, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        model: str,
+        registry: ToolRegistry,
+        *,
+        timeout: float = 60.0,
+    ) -> None:
+        self.registry = registry
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.model = model
@@ -77,17 +86,18 @@ class OpenAIProvider:
         return messages
 
     def tools(self, state: RunState) -> list[dict[str, Any]]:
+        specs = [self.registry.get(state.tenant_id, name) for name in state.agent.tools]
         return [
             {
                 "type": "function",
                 "function": {
-                    "name": _wire_name(name),
-                    "description": BUILTIN_TOOLS[name].description,
-                    "parameters": BUILTIN_TOOLS[name].input_schema(),
+                    "name": _wire_name(spec.name),
+                    "description": spec.description,
+                    "parameters": spec.input_schema(),
                 },
             }
-            for name in state.agent.tools
-            if name in BUILTIN_TOOLS
+            for spec in specs
+            if spec is not None
         ]
 
     async def turn(self, state: RunState) -> AsyncIterator[str | ToolRequest]:
@@ -147,7 +157,7 @@ def _tool_name(wire: str) -> str:
     return wire.replace("__", ".")
 
 
-def provider_for(settings: Settings) -> Any:
+def provider_for(settings: Settings, registry: ToolRegistry) -> Any:
     """Pick each run's provider from the agent snapshot it was created with."""
     scripted_provider = ScriptedProvider()
 
@@ -157,6 +167,7 @@ def provider_for(settings: Settings) -> Any:
                 settings.openai_base_url,
                 settings.openai_api_key or "",
                 state.agent.model or settings.openai_model,
+                registry,
             )
         return scripted_provider
 

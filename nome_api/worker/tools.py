@@ -30,6 +30,7 @@ from nome_core.tools.builtin import (
 )
 from nome_core.tools.calls import DirectCall
 from nome_core.tools.receipts import ReceiptStatus, ToolReceipt
+from nome_core.tools.registry import ToolRegistry
 
 MAX_BODY = 256 * 1024
 _NOTE_NAMESPACE = uuid.UUID("5b1f3c1e-4f0e-4d5e-9c55-6e6f6d650003")
@@ -58,12 +59,14 @@ class ToolRunner:
         self,
         clock: Clock,
         policy_of: Callable[[str, str], policies.Policy],
+        registry: ToolRegistry,
         *,
         fetch_allow_hosts: frozenset[str] = frozenset(),
         queue_retry_s: float = 2.0,
     ) -> None:
         self.clock = clock
         self.policy_of = policy_of
+        self.registry = registry
         self.fetch_allow_hosts = fetch_allow_hosts
         self.queue_retry_s = queue_retry_s
 
@@ -71,7 +74,7 @@ class ToolRunner:
         return await asyncio.to_thread(self.policy_of, tenant_id, tool)
 
     async def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision:
-        if tool not in BUILTIN_TOOLS:
+        if self.registry.get(state.tenant_id, tool) is None:
             return PolicyDecision(decision="deny", rule="unknown_tool")
         if tool not in state.agent.tools:
             # The agent's tool list is what its runs may use, whatever the model asks for.
@@ -117,7 +120,10 @@ class ToolRunner:
         )
 
     async def _run(self, call: Call) -> Any:
-        spec = BUILTIN_TOOLS[call.tool]
+        """The built-in tools run here, in the worker (the registry lists no others yet)."""
+        spec = BUILTIN_TOOLS.get(call.tool)
+        if spec is None:
+            raise ToolFailed(f"{call.tool} cannot run in this process")
         args = check_arguments(spec, call.arguments)
         match args:
             case MathEvaluateArgs(expression=expression):

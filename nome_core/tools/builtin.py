@@ -31,6 +31,7 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
     description: str
     arguments: type[msgspec.Struct]
     dangerous: bool = False
+    source: str = "builtin"  # or "package:<name>"
 
     def input_schema(self) -> dict[str, Any]:
         """A self-contained object schema: msgspec answers with a `$ref` into `$defs`, which
