@@ -450,7 +450,7 @@ class EventStore:
             with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
                 cursor.row_factory = _tuple_rows
                 cursor.execute(sql, (UUID(stream_id), after))
-                return [Row(position, type_, state) for position, type_, state in cursor]
+                return [Row(p, t, s) for p, t, s in cursor.fetchall()]
         sql = (
             f"SELECT rowid, topic, state FROM {self.table} "  # noqa: S608
             "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version"
@@ -478,7 +478,7 @@ class EventStore:
             with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
                 cursor.row_factory = _tuple_rows
                 cursor.execute(sql, (after, upto if upto is not None else 2**62, limit))
-                return [Row(position, type_, state) for position, type_, state in cursor]
+                return [Row(p, t, s) for p, t, s in cursor.fetchall()]
         sql = (
             f"SELECT rowid, topic, state FROM {self.table} "  # noqa: S608
             "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
