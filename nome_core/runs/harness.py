@@ -121,8 +121,12 @@ class Harness:
                 case Done() | Wait():
                     return state
                 case Start():
+                    # Recorded with the first turn's first step: one commit fewer before the
+                    # first token reaches the client.
                     model = self.provider_for(state).model
-                    state = await record(state, decide.start(state, model))
+                    state = await self._turn(
+                        state, None, record, carry=decide.start(state, model)
+                    )
                 case RequestApproval(call=call):
                     drafts = approvals_decide.request(
                         call, self.clock.new_id(), self.clock.now(), self.approval_ttl_s
@@ -135,7 +139,21 @@ class Harness:
                 case ModelTurn(partial=partial):
                     state = await self._turn(state, partial, record)
 
-    async def _turn(self, state: RunState, partial: Message | None, record: Record) -> RunState:
+    async def _turn(
+        self,
+        state: RunState,
+        partial: Message | None,
+        append: Record,
+        *,
+        carry: Sequence[DomainEvent | Draft] = (),
+    ) -> RunState:
+        pending_carry = list(carry)
+
+        async def record(seen: RunState, drafts: Sequence[DomainEvent | Draft]) -> RunState:
+            nonlocal pending_carry
+            drafts, pending_carry = [*pending_carry, *drafts], []
+            return await append(seen, drafts)
+
         provider = self.provider_for(state)
         if partial is not None and not provider.deterministic:
             # The interrupted turn cannot be regenerated: close what was said, start afresh.
