@@ -40,6 +40,9 @@ def connect_async(url: str) -> redis.asyncio.Redis:
         return fakeredis.FakeAsyncRedis(server=_memory_server(url))
     # No per-command socket timeout: redis-py wraps every command in asyncio.wait_for when
     # one is set, a task per command on the API's hottest path. Connecting still times out.
-    return redis.asyncio.Redis.from_url(
-        url, max_connections=64, socket_timeout=None, socket_connect_timeout=5
+    # A blocking pool: a burst of more concurrent requests than connections waits for one
+    # (up to 5 s) instead of failing with "Too many connections".
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=64, timeout=5, socket_timeout=None, socket_connect_timeout=5
     )
+    return redis.asyncio.Redis(connection_pool=pool)
