@@ -124,9 +124,7 @@ class Harness:
                     # Recorded with the first turn's first step: one commit fewer before the
                     # first token reaches the client.
                     model = self.provider_for(state).model
-                    state = await self._turn(
-                        state, None, record, carry=decide.start(state, model)
-                    )
+                    state = await self._turn(state, None, record, carry=decide.start(state, model))
                 case RequestApproval(call=call):
                     drafts = approvals_decide.request(
                         call, self.clock.new_id(), self.clock.now(), self.approval_ttl_s
