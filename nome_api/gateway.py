@@ -22,6 +22,7 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from nome_api.errors import ApiError, error_response
+from nome_api.ids import is_uuid
 from nome_api.oidc import InvalidToken, OidcVerifier
 from nome_api.runtime import Runtime
 from nome_core.eventstore import Client, Meta
@@ -42,7 +43,6 @@ _CLIENT_HEADERS = (
 _decode_principal = msgspec.json.Decoder(Principal).decode
 # Unique without a system call per request: a random prefix per process and a counter.
 _request_ids = (f"{uuid.uuid4().hex[:16]}{n:016x}" for n in itertools.count(1))
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -252,7 +252,7 @@ async def _from_jwt(verifier: OidcVerifier, token: str) -> Principal:
         raise ApiError(401, "the token has no nome_tenant or nome_roles claim")
     return Principal(
         key_id=f"oidc:{claims.get('sub', '')}",
-        tenant_id=tenant if _UUID.match(tenant) else tenant_id_for(tenant),
+        tenant_id=tenant if is_uuid(tenant) else tenant_id_for(tenant),
         name=str(claims.get("sub", "")),
         roles=[str(r) for r in roles],
     )

@@ -164,11 +164,6 @@ def chain_hash(prev_hash: str | None, content: dict[str, Any]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def hashed_content(envelope: dict[str, Any]) -> dict[str, Any]:
-    """The part of an envelope the chain covers: all of it but `receipt` and `position`."""
-    return {k: v for k, v in envelope.items() if k not in ("receipt", "position")}
-
-
 class Head(NamedTuple):
     """Where a stream stands: its last seq and the hash of its last event."""
 
@@ -320,26 +315,9 @@ def envelope_json(stored: Stored, position: int) -> bytes:
 
 
 def event_envelope_json(event: Event) -> bytes:
-    """The envelope of an event the domain holds (it must have its position)."""
+    """The envelope of a recorded event, through the stored format it was written in."""
     assert event.position is not None
-    return envelope_json(
-        Stored(
-            id=event.id,
-            type=event.type,
-            tenant_id=event.tenant_id,
-            stream_id=event.stream_id,
-            thread_id=event.thread_id,
-            run_id=event.run_id,
-            work_item_id=event.work_item_id,
-            seq=event.seq,
-            at=event.at,
-            data=msgspec.Raw(_encoder.encode(event.data)),
-            hash=event.hash,
-            prev_hash=event.prev_hash,
-            meta=event.meta,
-        ),
-        event.position,
-    )
+    return envelope_json(decode_stored(to_stored(event).state), event.position)
 
 
 class Row(NamedTuple):

@@ -15,7 +15,6 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 from nome_core.errors import StreamConflict
@@ -68,21 +67,6 @@ class GroupCommitWriter:
 
         self._submit(_Command(events, resolve))
         return await future
-
-    def append_sync(self, events: Sequence[Event]) -> list[int]:
-        """Append one command's events from a thread; returns their positions."""
-        future: Future[list[int]] = Future()
-
-        def resolve(outcome: list[int] | BaseException) -> None:
-            if future.done():
-                return
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-
-        self._submit(_Command(events, resolve))
-        return future.result()
 
     def _submit(self, command: _Command) -> None:
         if self._thread is None:

@@ -101,9 +101,6 @@ class View:
     def hset(self, key: str, field: str, value: bytes) -> None:
         self._op("HSET", key, field, value)
 
-    def hdel(self, key: str, field: str) -> None:
-        self._op("HDEL", key, field)
-
     def hincrby(self, key: str, field: str, amount: int) -> None:
         self._op("HINCRBY", key, field, amount)
 
@@ -190,6 +187,7 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         self._applied: list[Callable[[int], object]] = []
         self._renewed: dict[str, float] = {}
+        self._marked: dict[str, int] = {}
         self.applied_events = 0
 
     def on_applied(self, listener: Callable[[int], object]) -> None:
@@ -341,10 +339,16 @@ class ProjectionRunner:
             )
 
     def _mark_live(self, projections: list[Projection], positions: dict[str, int]) -> None:
+        """Say `live` once per position reached, not on every idle poll."""
+        due = [p for p in projections if self._marked.get(p.name) != positions[p.name]]
+        if not due:
+            return
         pipe = self.client.pipeline()
-        for projection in projections:
+        for projection in due:
             pipe.set(self.tracking.status(projection.name), "live")
         pipe.execute()
+        for projection in due:
+            self._marked[projection.name] = positions[projection.name]
 
     def _wipe(self, projection: Projection) -> None:
         started = time.perf_counter()

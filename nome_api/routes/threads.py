@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from nome_api.context import Req, actor_of, caller_of, json_bytes, reached, runtime_of, stored_doc
 from nome_api.errors import ApiError, Issue
 from nome_api.idempotency import idempotent
+from nome_api.ids import checked_id
 from nome_api.pagination import (
     DEFAULT_LIMIT,
     MEMBER_CURSOR,
@@ -26,19 +27,11 @@ from nome_api.schemas import CreateThread, PageOf, PostMessage, RenameThread
 from nome_core.threads.state import ThreadState
 from projections.threads import RESERVED_METADATA, MessageView, ThreadView, message_view
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # A message-list cursor holds the last message's sequence number.
 _MESSAGE_CURSOR = re.compile(r"\d{1,18}")
 _encode = msgspec.json.Encoder().encode
 Limit = Annotated[int, QueryParameter()]
 Cursor = Annotated[str | None, QueryParameter()]
-
-
-def thread_id_checked(thread_id: str) -> str:
-    """Ids that are not UUIDs name nothing: 404, like any unknown thread."""
-    if not _UUID.match(thread_id):
-        raise ApiError(404, "no such thread")
-    return thread_id
 
 
 def thread_json(state: ThreadState | None) -> bytes:
@@ -142,7 +135,7 @@ async def rename_thread(
     request: Req, thread_id: FromPath[str], data: JSONBody[RenameThread]
 ) -> Response[ThreadView]:
     outcome = await runtime_of(request).app.rename_thread(
-        actor_of(request), thread_id_checked(thread_id), data.title
+        actor_of(request), checked_id(thread_id, "thread"), data.title
     )
     return json_bytes(thread_json(outcome.state), position=await reached(request, outcome))
 
@@ -150,7 +143,7 @@ async def rename_thread(
 @delete("/{thread_id:str}", summary="Delete a thread (a tombstone event)", opt={"role": "member"})
 async def delete_thread(request: Req, thread_id: FromPath[str]) -> Response[None]:
     outcome = await runtime_of(request).app.delete_thread(
-        actor_of(request), thread_id_checked(thread_id)
+        actor_of(request), checked_id(thread_id, "thread")
     )
     return Response(None, status_code=204, headers={"X-Nome-Position": str(outcome.position or 0)})
 
@@ -201,7 +194,7 @@ async def post_message(
         caller = caller_of(request)
         outcome = await runtime_of(request).app.add_message(
             actor_of(request),
-            thread_id_checked(thread_id),
+            checked_id(thread_id, "thread"),
             role=data.role,
             content=data.content,
             client=caller.meta.client,

@@ -167,8 +167,7 @@ class RunWorker:
                 await self._release(keys=[self.lease_key(run_id)], args=[self.owner])
 
     async def _step(self, actor: Actor, state: RunState) -> RunState:
-        thread = await asyncio.to_thread(self.app.thread, state.thread_id)
-        if state.status == "pending" and (thread is None or thread.deleted):
+        if state.status == "pending" and await self._thread_gone(state):
             return await self._record(
                 actor,
                 state,
@@ -198,6 +197,10 @@ class RunWorker:
         if state.terminal:
             log.info("run_ended", run_id=state.id, status=state.status, events=state.event_count)
         return state
+
+    async def _thread_gone(self, state: RunState) -> bool:
+        thread = await asyncio.to_thread(self.app.thread, state.thread_id)
+        return thread is None or thread.deleted
 
     async def _record(
         self, actor: Actor, seen: RunState, drafts: list[DomainEvent | Draft]
