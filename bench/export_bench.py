@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg.rows
+
 from nome_api.routes.audit import ExportFilter, export_chunks, pinned
 from nome_core.clock import SystemClock
 from nome_core.eventstore import Event, EventStore, Head, Meta, seal
@@ -80,10 +82,11 @@ def _raw(store: EventStore, head: int) -> tuple[int, int]:
     sql = f"SELECT state FROM {table} WHERE notification_id <= %s ORDER BY notification_id"
     rows = size = 0
     with store.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-        cursor.execute(sql, (head,))
-        for row in cursor:
+        cursor.row_factory = psycopg.rows.tuple_row
+        cursor.execute(sql, (head,), binary=True)
+        for (state,) in cursor:
             rows += 1
-            size += len(row["state"])
+            size += len(state)
     return rows, size
 
 

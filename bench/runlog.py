@@ -114,8 +114,9 @@ def _best(url: str, query: sql.Composed, params: tuple[Any, ...], repeat: int) -
     with psycopg.connect(url) as conn:
         for _ in range(repeat):
             t0 = time.perf_counter()
+            # Binary: bytea as bytes, not hex text, the fastest read psycopg has.
             with conn.cursor() as cursor:
-                cursor.execute(query, params)
+                cursor.execute(query, params, binary=True)
                 rows = len(cursor.fetchall())
             seconds = time.perf_counter() - t0
             if best is None or seconds < best.seconds:

@@ -156,7 +156,7 @@ def _rebuild(settings: Settings, name: str | None) -> int:
 def _replay(settings: Settings, run_id: str) -> int:
     from uuid import UUID
 
-    from nome_core.eventstore import decode_stored, envelope_json
+    from nome_core.eventstore import row_envelope
 
     try:
         UUID(run_id)
@@ -171,7 +171,7 @@ def _replay(settings: Settings, run_id: str) -> int:
             return 1
         out = sys.stdout.buffer
         for row in rows:
-            out.write(envelope_json(decode_stored(row.state), row.position) + b"\n")
+            out.write(row_envelope(row) + b"\n")
         out.flush()
     finally:
         store.close()

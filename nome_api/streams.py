@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from nome_core.eventstore import EventStore, Row, decode_stored, envelope_json, tenant_of
+from nome_core.eventstore import EventStore, Row, decode_sealed, envelope_json, tenant_of
 from nome_core.runs.events import RunCancelled, RunCompleted, RunFailed
 
 TERMINAL_TYPES = frozenset({RunCompleted.type, RunFailed.type, RunCancelled.type})
@@ -23,7 +23,7 @@ KEEPALIVE = b": keepalive\n\n"
 def frame(row: Row, *, by_position: bool = False) -> bytes:
     """One SSE frame: id (the seq; the position on the workspace stream), event type, and
     the envelope on one line."""
-    stored = decode_stored(row.state)
+    stored = decode_sealed(row.state)
     return b"".join(
         (
             b"id: ",

@@ -111,6 +111,25 @@ class Stored(msgspec.Struct, frozen=True, kw_only=True):
     meta: Meta
 
 
+class Sealed(msgspec.Struct, frozen=True):
+    """A stored row as far as its envelope goes: everything but `meta`. Decoding skips
+    `meta` and its nested structs, under half the cost of decoding the whole `Stored`
+    (exports, replays and streams decode every row they send)."""
+
+    id: str
+    type: str
+    tenant_id: str
+    stream_id: str
+    thread_id: str | None
+    run_id: str | None
+    work_item_id: str | None
+    seq: int
+    at: str
+    data: msgspec.Raw
+    hash: str
+    prev_hash: str | None
+
+
 class Receipt(msgspec.Struct, frozen=True):
     hash: str
     prev_hash: str | None
@@ -140,6 +159,7 @@ class TenantOnly(msgspec.Struct):
 
 
 _stored_decoder = msgspec.json.Decoder(Stored)
+_sealed_decoder = msgspec.json.Decoder(Sealed)
 _tenant_decoder = msgspec.json.Decoder(TenantOnly)
 _encoder = msgspec.json.Encoder()
 _payload_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
@@ -262,6 +282,10 @@ def decode_stored(state: bytes) -> Stored:
     return _stored_decoder.decode(state)
 
 
+def decode_sealed(state: bytes) -> Sealed:
+    return _sealed_decoder.decode(state)
+
+
 def tenant_of(state: bytes) -> str:
     return _tenant_decoder.decode(state).tenant_id
 
@@ -293,7 +317,7 @@ def to_event(state: bytes, position: int | None = None) -> Event:
     )
 
 
-def to_envelope(stored: Stored, position: int) -> Envelope:
+def to_envelope(stored: Stored | Sealed, position: int) -> Envelope:
     return Envelope(
         id=stored.id,
         type=stored.type,
@@ -310,8 +334,13 @@ def to_envelope(stored: Stored, position: int) -> Envelope:
     )
 
 
-def envelope_json(stored: Stored, position: int) -> bytes:
+def envelope_json(stored: Stored | Sealed, position: int) -> bytes:
     return _encoder.encode(to_envelope(stored, position))
+
+
+def row_envelope(row: Row) -> bytes:
+    """The envelope JSON of a row of the log."""
+    return envelope_json(decode_sealed(row.state), row.position)
 
 
 def event_envelope_json(event: Event) -> bytes:
@@ -419,16 +448,12 @@ class EventStore:
         The recorder's `select_events` does not return positions, hence this one query.
         """
         if self.is_postgres:
-            table = self._qualified
             sql = (
-                f"SELECT notification_id, topic, state FROM {table} "  # noqa: S608
+                f"SELECT notification_id, topic, state FROM {self._qualified} "  # noqa: S608
                 "WHERE originator_id = %s AND originator_version > %s "
                 "ORDER BY originator_version"
             )
-            with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-                cursor.row_factory = _tuple_rows
-                cursor.execute(sql, (UUID(stream_id), after))
-                return [Row(p, t, s) for p, t, s in cursor.fetchall()]
+            return self._pg_rows(sql, (UUID(stream_id), after))
         sql = (
             f"SELECT rowid, topic, state FROM {self.table} "  # noqa: S608
             "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version"
@@ -441,32 +466,59 @@ class EventStore:
         return self.recorder.max_notification_id() or 0
 
     def read(self, after: int, limit: int, *, upto: int | None = None) -> list[Row]:
-        """Rows of the global log with position in (after, upto], oldest first.
+        """Rows of the global log with position in (after, upto], oldest first, at most
+        `limit`; fewer only when they reach `upto` (default: the head now).
+
+        `upto` must be a head read earlier: positions commit in order (the recorder's table
+        lock), so every position up to it is final and a missing one is a rolled-back gap.
 
         Its own query rather than the recorder's `select_notifications`, which also selects
         and converts the originator columns that nothing here needs (catch-up and export
-        read every row of the log through this).
+        read every row of the log through this). Each query covers a window of `limit`
+        positions: it can match at most `limit` rows whatever plan Postgres picks. Open
+        ended, a planner whose statistics lag a burst of appends (right after a bulk load,
+        in a rebuild) bitmap-scans and sorts the whole rest of the log for every page.
         """
+        if upto is None:
+            upto = self.head()
+        rows: list[Row] = []
+        while len(rows) < limit and after < upto:
+            upper, wanted = min(upto, after + limit), limit - len(rows)
+            page = self._window(after, upper, wanted)
+            rows += page
+            # A full page may stop inside the window; a short one covered all of it.
+            after = page[-1].position if len(page) == wanted else upper
+        return rows
+
+    def _window(self, after: int, upper: int, limit: int) -> list[Row]:
         if self.is_postgres:
             sql = (
                 f"SELECT notification_id, topic, state FROM {self._qualified} "  # noqa: S608
                 "WHERE notification_id > %s AND notification_id <= %s "
                 "ORDER BY notification_id LIMIT %s"
             )
-            with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-                cursor.row_factory = _tuple_rows
-                cursor.execute(sql, (after, upto if upto is not None else 2**62, limit))
-                return [Row(p, t, s) for p, t, s in cursor.fetchall()]
+            return self._pg_rows(sql, (after, upper, limit))
         sql = (
             f"SELECT rowid, topic, state FROM {self.table} "  # noqa: S608
             "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
         )
         with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-            cursor.execute(sql, (after, upto if upto is not None else 2**62, limit))
+            cursor.execute(sql, (after, upper, limit))
             return [Row(r["rowid"], r["topic"], bytes(r["state"])) for r in cursor.fetchall()]
 
+    def _pg_rows(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        """Rows in binary: `state` arrives as bytes, not as hex text to decode (1.5x faster
+        for a page of the log); straight into `Row`s, not the recorder's dict per row."""
+        with self.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+            cursor.row_factory = _log_rows
+            cursor.execute(sql, params, binary=True)
+            return cursor.fetchall()  # type: ignore[no-any-return]
+
     def scan(self, after: int = 0, *, upto: int | None = None, page: int = 1000) -> Iterator[Row]:
-        """Every row after a position, in pages, so memory stays constant on a long log."""
+        """Every row after a position up to `upto` (default: the head now), in pages, so
+        memory stays constant on a long log."""
+        if upto is None:
+            upto = self.head()
         while True:
             rows = self.read(after, page, upto=upto)
             yield from rows
@@ -478,7 +530,6 @@ class EventStore:
         self.factory.close()
 
 
-def _tuple_rows(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """psycopg's row factory protocol, answering plain tuples: the recorder's connections
-    make a dict per row, which halves the rate of reading the log page by page."""
-    return tuple
+def _log_rows(cursor: Any) -> Callable[[Sequence[Any]], Row]:
+    """psycopg's row factory protocol: each row of a log query straight into a `Row`."""
+    return Row._make

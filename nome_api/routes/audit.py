@@ -26,14 +26,16 @@ from nome_core.eventstore import (
     EVENT_TYPES,
     EventStore,
     Row,
-    decode_stored,
+    Sealed,
+    decode_sealed,
     envelope_json,
 )
 
 log = structlog.get_logger("nome.audit")
 
-# Rows per page: ~5 MB of JSON per round trip; each page costs a transaction and a thread hop.
-PAGE = 5000
+# Rows per page: ~1.6 MB of JSON. Two pages are in memory at once (one read ahead), and a
+# page that fits the CPU cache encodes faster than a bigger one; 1,000-2,500 measured alike.
+PAGE = 2000
 NDJSON = "application/x-ndjson"
 
 
@@ -108,15 +110,15 @@ class Selection:
             b'"stream_id":"' + flt.stream_id.encode() + b'"' if flt.stream_id else b""
         )
 
-    def envelope(self, row: Row) -> bytes | None:
-        """The row's envelope JSON if the tenant and filter want it, else None."""
+    def pick(self, row: Row) -> Sealed | None:
+        """The row decoded if the tenant and filter want it, else None."""
+        if self.marker not in row.state:
+            return None
         flt = self.flt
         if flt.types is not None and row.type not in flt.types:
             return None
-        if self.marker not in row.state:
-            return None
         try:
-            stored = decode_stored(row.state)
+            stored = decode_sealed(row.state)
         except msgspec.DecodeError:
             # It names this tenant (and stream), so it is ours to report; a corrupt row
             # that does not must never show in this tenant's answers.
@@ -127,35 +129,36 @@ class Selection:
             return None
         if flt.stream_id is not None and stored.stream_id != flt.stream_id:
             return None
-        return envelope_json(stored, row.position)
+        return stored
 
     def ndjson(self, rows: list[Row]) -> tuple[bytes, int]:
         """The NDJSON of the selected envelopes among `rows`, and how many there are."""
         lines = []
+        pick = self.pick
         for row in rows:
             try:
-                line = self.envelope(row)
+                stored = pick(row)
             except UnreadableRow:
                 # Left out: /v1/audit/verify names it, and the chain shows the hole.
                 log.warning("audit_row_unreadable", position=row.position, tenant=self.tenant_id)
                 continue
-            if line is not None:
-                lines.append(line)
+            if stored is not None:
+                lines.append(envelope_json(stored, row.position))
         return (b"\n".join(lines) + b"\n" if lines else b""), len(lines)
 
     def verify(self, rows: list[Row], verifier: ChainVerifier) -> None:
         """Feed the selected envelopes among `rows` to `verifier`."""
         for row in rows:
             try:
-                line = self.envelope(row)
+                stored = self.pick(row)
             except UnreadableRow:
                 verifier.unreadable(
                     row.state, "the stored row is not valid JSON", position=row.position
                 )
                 continue
-            if line is not None:
+            if stored is not None:
                 # Through the stdlib JSON decoder, as an auditor reading the export would.
-                verifier.feed_line(line)
+                verifier.feed_line(envelope_json(stored, row.position))
 
 
 class Page(NamedTuple):
@@ -188,15 +191,26 @@ def export_pages(store: EventStore, tenant_id: str, flt: ExportFilter) -> Iterat
 async def export_chunks(
     store: EventStore, tenant_id: str, flt: ExportFilter
 ) -> AsyncIterator[bytes]:
-    """Every page of an export, each read and encoded in a worker thread (the route)."""
-    selection, after = Selection(tenant_id, flt), flt.after
-    while True:
-        page = await asyncio.to_thread(export_page, store, selection, after)
-        if page.chunk:
-            yield page.chunk
-        if page.done:
-            return
-        after = page.last
+    """Every page of an export (the route): the next page is read in a worker thread while
+    this one is encoded in another, so Postgres's share of a page overlaps with ours."""
+    assert flt.until is not None, "an export reads up to a pinned head"
+    selection, until = Selection(tenant_id, flt), flt.until
+    reading = asyncio.ensure_future(asyncio.to_thread(store.read, flt.after, PAGE, upto=until))
+    try:
+        while True:
+            rows = await reading
+            if len(rows) == PAGE:
+                reading = asyncio.ensure_future(
+                    asyncio.to_thread(store.read, rows[-1].position, PAGE, upto=until)
+                )
+            chunk, _ = await asyncio.to_thread(selection.ndjson, rows)
+            if chunk:
+                yield chunk
+            if len(rows) < PAGE:
+                return
+    finally:
+        # A client gone mid-export: the read in flight finishes in its thread, unawaited.
+        reading.cancel()
 
 
 def verify_page(

@@ -25,7 +25,7 @@ from nome_api.pagination import (
 )
 from nome_api.schemas import CancelRun, Chat, CreateRun, PageOf
 from nome_api.streams import TERMINAL_TYPES, frame, frame_type
-from nome_core.eventstore import Row, decode_stored, envelope_json, to_event
+from nome_core.eventstore import Row, row_envelope, tenant_of, to_event
 from nome_core.runs.state import RunState, evolve
 from nome_core.runs.verify import Verdict, verify
 from nome_core.tenants.plans import plan_of
@@ -195,7 +195,7 @@ async def _own_run_rows(request: Req, run_id: str, after: int = 0) -> list[Row]:
     runtime = runtime_of(request)
     checked_id(run_id, "run")
     rows = await asyncio.to_thread(runtime.store.stream_rows, run_id, after=0)
-    if not rows or decode_stored(rows[0].state).tenant_id != caller_of(request).tenant_id:
+    if not rows or tenant_of(rows[0].state) != caller_of(request).tenant_id:
         raise ApiError(404, "no such run")
     if rows[0].type != "run.created":
         raise ApiError(404, "no such run")
@@ -238,7 +238,7 @@ async def run_events(
         start = int(position)
     rows = await _own_run_rows(request, run_id)
     page = rows[start : start + limit]
-    docs = [envelope_json(decode_stored(r.state), r.position) for r in page]
+    docs = [row_envelope(r) for r in page]
     more = start + limit < len(rows)
     next_cursor = encode_cursor(str(start + len(page))) if more else None
     return json_bytes(page_json(docs, next_cursor, len(rows)))
@@ -263,11 +263,7 @@ async def replay_run(
         chunk: list[bytes] = []
         size = 0
         for row in rows:
-            piece = (
-                envelope_json(decode_stored(row.state), row.position) + b"\n"
-                if ndjson
-                else frame(row)
-            )
+            piece = row_envelope(row) + b"\n" if ndjson else frame(row)
             chunk.append(piece)
             size += len(piece)
             if size >= 65536:
