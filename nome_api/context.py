@@ -37,8 +37,7 @@ def json_bytes(body: bytes, *, status: int = 200, position: int | None = None) -
 
 async def stored_doc(request: Req, doc_key: Callable[[str], str], what: str) -> Response[bytes]:
     """A read model's document of the caller's tenant, as stored; 404 when there is none."""
-    runtime = runtime_of(request)
-    doc = await runtime.redis.get(doc_key(caller_of(request).tenant_id))
+    doc = await runtime_of(request).docs.get(doc_key(caller_of(request).tenant_id))
     if doc is None:
         raise ApiError(404, f"no such {what}")
     return json_bytes(doc)

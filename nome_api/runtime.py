@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import structlog
 
 from nome_api.admission import Admission
+from nome_api.batching import GetBatcher
 from nome_api.settings import Settings
 from nome_api.streams import LogSignal, StreamHub
 from nome_api.worker.providers import provider_for
@@ -56,6 +57,7 @@ class Runtime:
         self.app = Application(self.store, self.writer, self.clock)
         self.read_models = ReadModels(settings.redis_prefix)
         self.redis = connect_async(settings.redis_url)
+        self.docs = GetBatcher(self.redis)
         self.redis_sync = connect(settings.redis_url)
         self.runner = ProjectionRunner(
             self.store, self.redis_sync, self.read_models.all, prefix=settings.redis_prefix
@@ -107,9 +109,11 @@ class Runtime:
             wakers.append(self.runner.wake)
             self.runner.start()
         if "worker" in self.roles:
-            wakers.append(self.worker.wake)
-            # Runs become claimable when the projector has recorded them as runnable.
-            self.runner.on_applied(self.worker.wake)
+            # Runs become claimable when the projector has recorded them as runnable: woken
+            # by this process's projector when it applied a run's events (not on every
+            # append, which would cost a Redis round trip per thread created), by `offer`
+            # for runs admitted here, and by its short poll for everything else.
+            self.runner.on_applied(self.worker.wake, when=self.read_models.runs.may_change_runnable)
             await self.worker.start()
             await self.sweeper.start()
         for wake in wakers:

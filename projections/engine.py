@@ -185,14 +185,17 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._applied: list[Callable[[int], object]] = []
+        self._applied: list[tuple[Callable[[int], object], Callable[[Event], bool]]] = []
         self._renewed: dict[str, float] = {}
         self._marked: dict[str, int] = {}
         self.applied_events = 0
 
-    def on_applied(self, listener: Callable[[int], object]) -> None:
-        """Call `listener(position)` after every applied batch (in-process wake-ups)."""
-        self._applied.append(listener)
+    def on_applied(
+        self, listener: Callable[[int], object], when: Callable[[Event], bool] = lambda _: True
+    ) -> None:
+        """Call `listener(position)` after every applied batch holding an event `when`
+        accepts (in-process wake-ups)."""
+        self._applied.append((listener, when))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -325,8 +328,10 @@ class ProjectionRunner:
             keys=keys, args=[self.owner, len(batch), *header, *ops]
         )
         if outcome == 1:
-            for listener in self._applied:
-                listener(last)
+            applied = [e for _, _, events in batch for e in events]
+            for listener, when in self._applied:
+                if any(map(when, applied)):
+                    listener(last)
         else:
             # Someone else moved a position (or took a lease): start over from theirs.
             self._renewed.clear()

@@ -73,6 +73,12 @@ class RunsProjection(Projection):
     def credits(self, tenant_id: str) -> str:
         return self.key("credits", tenant_id)
 
+    @staticmethod
+    def may_change_runnable(event: Event) -> bool:
+        """Whether applying `event` can add to or remove from the runnable set: a run's own
+        events, and a thread admitting one of its runs."""
+        return event.run_id is not None or isinstance(event.data, RunAdmitted)
+
     def apply(self, event: Event, view: View) -> None:
         tenant = event.tenant_id
         if isinstance(event.data, RunAdmitted):
