@@ -12,18 +12,33 @@ a ratio to a NOME route is what NOME's middleware, auth, Redis reads, log and wo
   The publisher sends frames of given sizes at given offsets (NOME's own schedule, measured in
   the same run), each stamped with an `at` like NOME's envelopes (against 200 subscribers of
   GET /v1/runs/{id}/stream).
+- `POST /stock/save`: eventsourcing's stock write path, a direct `app.save()` of a new
+  one-event aggregate per request (the stock `BenchStock`/`Dot` of bench/baselines.py, table
+  `benchstock_events` in the bench schema), in a sync handler run in Litestar's thread pool
+  (`sync_to_thread=True`, the stock way to call blocking library code). This is the stock rate
+  as the issue defining figure 1 measured it: a bare Litestar app on uvicorn, one worker,
+  32 clients, a direct save() per request. Figure 1's ">= 3x" is read against it. The
+  application is built at startup from `NOME_BENCH_STOCK_URL`, `NOME_BENCH_STOCK_SCHEMA` and
+  `NOME_BENCH_STOCK_POOL` (see `stock_env`); without them the route answers 503 and nothing
+  touches a database (the fan-out baseline starts this server that way).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Litestar, Response, get, post
+from litestar.exceptions import ServiceUnavailableException
 from litestar.response import Stream
+
+if TYPE_CHECKING:
+    from bench.baselines import BenchStock, Dot
 
 _DOC = (
     b'{"id":"0b7e4c1a-3f59-4d2e-9a61-5c0d8f2b7e11","title":"bench thread","metadata":{},'
@@ -129,6 +144,61 @@ async def publish(name: str, data: Schedule) -> dict[str, int]:
     return {"frames": len(data.frames)}
 
 
+_STOCK_URL = "NOME_BENCH_STOCK_URL"
+_STOCK_SCHEMA = "NOME_BENCH_STOCK_SCHEMA"
+_STOCK_POOL = "NOME_BENCH_STOCK_POOL"
+
+
+def stock_env(url: str, schema: str, *, pool: int) -> dict[str, str]:
+    """The environment that makes this server serve `POST /stock/save`."""
+    return {_STOCK_URL: url, _STOCK_SCHEMA: schema, _STOCK_POOL: str(pool)}
+
+
+class _Stock:
+    """The one stock application, when configured, and the Aggregate class it saves."""
+
+    app: BenchStock | None = None
+    dot: type[Dot]
+
+
+async def open_stock() -> None:
+    """Build the stock application once, before the first request, if the bench asked for it."""
+    url = os.environ.get(_STOCK_URL)
+    if not url:
+        return
+    # Imported here: without the stock route configured, no database code is loaded.
+    from bench.baselines import Dot, stock_application
+
+    schema = os.environ[_STOCK_SCHEMA]
+    pool = int(os.environ[_STOCK_POOL])
+    # Connects and creates the table (IF NOT EXISTS): blocking, so off the event loop.
+    _Stock.dot = Dot
+    _Stock.app = await anyio.to_thread.run_sync(lambda: stock_application(url, schema, pool=pool))
+
+
+async def close_stock() -> None:
+    stock, _Stock.app = _Stock.app, None
+    if stock is not None:
+        await anyio.to_thread.run_sync(stock.close)
+
+
+@post("/stock/save", status_code=201, sync_to_thread=True)
+def stock_save() -> dict[str, str]:
+    stock = _Stock.app
+    if stock is None:
+        raise ServiceUnavailableException(
+            f"stock save() is not configured: start the bare server with {_STOCK_URL}, "
+            f"{_STOCK_SCHEMA} and {_STOCK_POOL} (bench.bare.stock_env)"
+        )
+    dot = _Stock.dot()
+    stock.save(dot)
+    return {"id": str(dot.id)}
+
+
 app = Litestar(
-    route_handlers=[doc, sse_one, sse_feed, subscribers, publish], logging_config=None, debug=False
+    route_handlers=[doc, sse_one, sse_feed, subscribers, publish, stock_save],
+    on_startup=[open_stock],
+    on_shutdown=[close_stock],
+    logging_config=None,
+    debug=False,
 )

@@ -120,15 +120,25 @@ class Dot(Aggregate):
     """The most trivial aggregate: its Created event is the only event."""
 
 
-def stock_saves(url: str, schema: str, *, clients: int, warmup: float, duration: float) -> Rate:
-    """eventsourcing's stock path: `app.save(new aggregate)` from `clients` threads."""
+def stock_application(url: str, schema: str, *, pool: int) -> BenchStock:
+    """The stock Application on the bench schema, as both stock baselines use it.
+
+    Stock library settings (only the database's address and schema taken from NOME's), except
+    a pool of `pool` connections and no overflow: with one connection per client no caller
+    waits for a connection, so what limits the rate is the library's table lock, the point.
+    """
     nome = database_environment(url, schema=schema)
     env = {k: v for k, v in nome.items() if k.startswith(("POSTGRES_", "PERSISTENCE_"))}
-    # Stock library settings, except a pool big enough that no thread waits for a connection:
-    # then what limits the rate is the library's table lock, which is the point.
-    env.pop("POSTGRES_LOCK_TIMEOUT")
-    env.update(POSTGRES_POOL_SIZE=str(clients), POSTGRES_MAX_OVERFLOW="0")
-    app = BenchStock(env=env)
+    env.pop("POSTGRES_LOCK_TIMEOUT", None)
+    env.update(POSTGRES_POOL_SIZE=str(pool), POSTGRES_MAX_OVERFLOW="0")
+    return BenchStock(env=env)
+
+
+def stock_saves(url: str, schema: str, *, clients: int, warmup: float, duration: float) -> Rate:
+    """eventsourcing's stock path in-process: `app.save(new aggregate)` from `clients` threads,
+    no HTTP (a diagnostic; figure 1's baseline is the same save() per request over HTTP, see
+    bench/bare.py)."""
+    app = stock_application(url, schema, pool=clients)
     try:
         return threaded(
             lambda: lambda: app.save(Dot()),
@@ -149,8 +159,9 @@ def raw_select(url: str, schema: str, *, repeat: int = 3) -> Rate:
     with psycopg.connect(url) as conn:
         for _ in range(repeat):
             t0 = time.perf_counter()
+            # Binary: bytea as bytes, not hex text, the fastest read psycopg has.
             with conn.cursor() as cursor:
-                cursor.execute(query)
+                cursor.execute(query, binary=True)
                 rows = len(cursor.fetchall())
             seconds = time.perf_counter() - t0
             if best is None or seconds < best.seconds:

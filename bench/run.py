@@ -4,8 +4,14 @@ Order matters: the database baselines run before any server exists, `nome serve`
 for the HTTP figures (the bare baseline is stopped before it starts), and the rebuild runs
 after the server has stopped, so its runner does not compete for the projections' leases.
 
-1. raw INSERT and stock save() baselines (Postgres only);
-2. the bare Litestar server: GET route, then the one-frame SSE route (baseline 5);
+1. raw INSERT and in-process stock save() baselines (Postgres only; the in-process stock
+   rate, 32 threads calling save() with no HTTP, is a diagnostic);
+2. the bare Litestar server: GET route, then the stock save() route (baseline 1c), then the
+   one-frame SSE route (baseline 5). Baseline 1c is what figure 1's ">= 3x" is read against,
+   because that is how the issue defining the figure measured the stock rate: a bare Litestar
+   app on uvicorn (one worker, 32 clients) doing a direct eventsourcing save() of a one-event
+   aggregate per request, driven here by the same load generator, clients, warm-up and
+   duration as figure 1;
 3. `nome serve`: figures 1-3, then the streaming and run figures of bench/streaming.py
    (5 first delta, 7 replay, 10 export, 8 tool calls, 9 approvals, 6 fan-out);
 4. the bare server again: the fan-out baseline, replaying figure 6's measured schedule;
@@ -37,6 +43,7 @@ import redis.asyncio
 from psycopg import sql
 
 from bench import baselines, loadgen, streaming
+from bench.bare import stock_env
 from bench.inprocess import create_threads
 from bench.rebuild import rebuild_all
 from bench.report import Figure, table
@@ -123,9 +130,12 @@ def database_baselines(run: Run) -> tuple[baselines.Rate, baselines.Rate]:
     return raw, stock
 
 
-async def bare_route(run: Run) -> tuple[loadgen.LoadResult, dict[str, Any]]:
+async def bare_route(
+    run: Run,
+) -> tuple[loadgen.LoadResult, loadgen.LoadResult, dict[str, Any]]:
+    """The GET route, the stock save() route (baseline 1c) and the one-frame SSE route."""
     a = run.args
-    server = bare_server(free_port())
+    server = bare_server(free_port(), stock_env(PG_URL, run.schema, pool=a.clients))
     run.servers.append(server)
     run.phase(f"baseline 2: bare Litestar GET route (one uvicorn worker), {a.clients} clients")
     server.start()
@@ -142,10 +152,30 @@ async def bare_route(run: Run) -> tuple[loadgen.LoadResult, dict[str, Any]]:
             duration=a.seconds,
         )
         run.phase(f"  {result.rate:,.0f} req/s ({result.errors} errors)")
+        run.phase(
+            "baseline 1c: stock eventsourcing save() per request behind a bare Litestar route, "
+            f"{a.clients} clients"
+        )
+        save = loadgen.build("POST", "/stock/save")
+        stock = await loadgen.closed_loop(
+            HOST,
+            server.port,
+            lambda _i: save,
+            clients=a.clients,
+            warmup=a.warmup,
+            duration=a.seconds,
+        )
+        run.phase(
+            f"  {stock.rate:,.0f} saves/s ({stock.errors} errors, "
+            f"p50 {ms(loadgen.percentile(stock.latencies, 50))} ms, "
+            f"p99 {ms(loadgen.percentile(stock.latencies, 99))} ms)"
+        )
+        if not stock.ok:
+            raise RuntimeError(f"no stock save() succeeded: statuses {stock.statuses}")
         first = await streaming.bare_first_frame(run, server.port)
     finally:
         server.stop()
-    return result, first
+    return result, stock, first
 
 
 async def bare_fanout(run: Run, schedule: list[tuple[float, int]]) -> Any:
@@ -343,7 +373,7 @@ def measure(run: Run) -> None:
     http: dict[str, Any] = {}
 
     async def http_phases() -> None:
-        http["bare"], http["bare_first"] = await bare_route(run)
+        http["bare"], http["stock_http"], http["bare_first"] = await bare_route(run)
         http.update(await nome_figures(run))
         http["bare_fanout"] = await bare_fanout(run, http["live"]["fanout"].schedule)
         a = run.args
@@ -371,7 +401,7 @@ def measure(run: Run) -> None:
     run.phase(f"  {select.ops:,} rows in {select.seconds:.3f} s = {select.rate:,.0f} rows/s")
 
     creates, reads, bare, lag = http["creates"], http["reads"], http["bare"], http["lag"]
-    inproc = http["inprocess"]
+    inproc, stock_http = http["inprocess"], http["stock_http"]
     run.figures = [
         Figure(
             "1 thread creations/s vs raw INSERT tx/s",
@@ -386,10 +416,19 @@ def measure(run: Run) -> None:
             "1 thread creations/s vs stock save()/s",
             creates.rate,
             "/s",
-            stock.rate,
-            "eventsourcing save()/s",
+            stock_http.rate,
+            "stock save() per request, bare Litestar /s",
             target=">= 3x",
-            met=stock.rate > 0 and creates.rate / stock.rate >= 3,
+            met=stock_http.rate > 0 and creates.rate / stock_http.rate >= 3,
+        ),
+        Figure(
+            "1 thread creations/s vs stock save(), no HTTP",
+            creates.rate,
+            "/s",
+            stock.rate,
+            f"eventsourcing save()/s, {run.args.clients} threads in-process",
+            target="",
+            met=None,
         ),
         Figure(
             "1 thread creations/s: HTTP vs in-process",
@@ -446,6 +485,7 @@ def measure(run: Run) -> None:
         {
             "raw_insert": raw._asdict(),
             "stock_save": stock._asdict(),
+            "stock_save_http": summary(stock_http),
             "bare_route": summary(bare),
             "thread_create": summary(creates),
             "thread_get": summary(reads),

@@ -107,11 +107,12 @@ class Server:
         return self.proc.pid if self.proc is not None else None
 
 
-def bare_server(port: int) -> Server:
+def bare_server(port: int, env: dict[str, str] | None = None) -> Server:
+    """bench/bare.py on uvicorn; `env` on top of ours (e.g. bench.bare.stock_env)."""
     argv = [sys.executable, "-m", "uvicorn", "bench.bare:app"]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
     argv += ["--log-level", "warning", "--no-access-log"]
-    return Server("bare-litestar", argv, port, {})
+    return Server("bare-litestar", argv, port, env or {})
 
 
 def nome_server(port: int, env: dict[str, str]) -> Server:
