@@ -53,7 +53,7 @@ def create_app(
         ]
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
-        middleware=[metrics.middleware, gateway(runtime)],
+        middleware=[gateway(runtime, metrics.observe)],
         exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[start],
         on_shutdown=[stop],

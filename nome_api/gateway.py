@@ -1,9 +1,13 @@
 """The gate every request passes: request id, build identity, auth, rate limit, logging,
-and read-your-writes waits.
+metrics and read-your-writes waits.
 
 One middleware, run on every request, so it is kept lean: a key's principal usually comes
 from the short-lived cache and the counters are batched (nome_api/admission.py), so most
-requests reach the route without a Redis round trip.
+requests reach the route without a Redis round trip; the request log line and the HTTP
+metrics share its one wrapper around `send`.
+
+A route's `opt` says who may call it: `role` (default viewer), `public` (no key), or
+`public_on_loopback` (no key for a client on this host, e.g. a local metrics scraper).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import itertools
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -41,6 +46,7 @@ _CLIENT_HEADERS = (
     (b"x-nome-client-revision", "revision"),
 )
 _decode_principal = msgspec.json.Decoder(Principal).decode
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 # Unique without a system call per request: a random prefix per process and a counter.
 _request_ids = (f"{uuid.uuid4().hex[:16]}{n:016x}" for n in itertools.count(1))
 
@@ -58,8 +64,18 @@ class Caller(msgspec.Struct, frozen=True):
         return role in self.roles
 
 
-def gateway(runtime: Runtime) -> Any:
-    """Build the middleware factory for this runtime."""
+def is_loopback(scope: Scope) -> bool:
+    """Whether the request comes from this host (127.0.0.1 or ::1)."""
+    client = scope.get("client")
+    return bool(client) and client[0] in LOOPBACK  # type: ignore[index]
+
+
+Observe = Callable[[str, str | None, int, float], None]
+
+
+def gateway(runtime: Runtime, observe: Observe) -> Any:
+    """Build the middleware factory for this runtime; `observe(method, route template,
+    status, seconds)` is called once per request (the HTTP metrics)."""
     verifier = (
         OidcVerifier(
             issuer=runtime.settings.oidc_issuer or "",
@@ -97,7 +113,12 @@ def gateway(runtime: Runtime) -> Any:
                 opt = getattr(handler, "opt", {}) or {}
                 client = _client_identity(headers)
                 state["client"] = client
-                if not (opt.get("public") or scope["path"].startswith("/schema")):
+                public = (
+                    opt.get("public")
+                    or scope["path"].startswith("/schema")
+                    or (opt.get("public_on_loopback") and is_loopback(scope))
+                )
+                if not public:
                     caller = await _authenticate(runtime, verifier, headers, client, request_id)
                     state["caller"] = caller
                     role = opt.get("role", "viewer")
@@ -115,13 +136,16 @@ def gateway(runtime: Runtime) -> Any:
                 response = error_response(request, error).to_asgi_response(None, request)
                 await response(scope, receive, send_with_id)
             finally:
+                seconds = time.perf_counter() - started
+                template = scope.get("path_template")
+                observe(scope["method"], template, status_holder[0], seconds)
                 caller = state.get("caller")
                 log.info(
                     "request",
                     method=scope["method"],
-                    route=scope.get("path_template", scope["path"]),
+                    route=template or scope["path"],
                     status=status_holder[0],
-                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    ms=round(seconds * 1000, 2),
                     request_id=request_id,
                     tenant=caller.tenant_id if caller else None,
                 )

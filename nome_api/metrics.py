@@ -1,14 +1,15 @@
 """Prometheus metrics at `/metrics`: HTTP traffic, the writer, projections, runs, streams.
 
-HTTP requests are counted by a small ASGI middleware, labelled with the route template
-(`/v1/runs/{run_id:str}`), never the raw path, so a label can't take one value per id.
+HTTP requests are counted by the gateway (`observe`, once per request), labelled with the
+route template (`/v1/runs/{run_id:str}`), never the raw path, so a label can't take one
+value per id.
 Everything else is read at scrape time by `RuntimeCollector`, so there is nothing to keep
 in step and nothing to go stale. Each app has its own `CollectorRegistry`: many apps in
 one process (the tests) never collide.
 
 `/metrics` answers without a key to a client on loopback (a Prometheus or an agent on the
 same host); anyone else needs an admin key. That check is the gateway's own: the route
-demands the admin role, and only the loopback case is answered here, before the gateway.
+demands the admin role and is marked public to loopback clients (`opt`).
 Behind a reverse proxy on the same host, let the proxy pass the client address (uvicorn
 trusts X-Forwarded-For from 127.0.0.1) or every request would look local.
 """
@@ -24,7 +25,6 @@ from typing import Any
 
 import structlog
 from litestar import Response, get
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -34,15 +34,8 @@ from nome_api.runtime import Runtime
 log = structlog.get_logger("nome.metrics")
 
 PATH = "/metrics"
-LOOPBACK = frozenset({"127.0.0.1", "::1"})
 RUN_STATUSES = ("pending", "active", "completed", "failed", "cancelled")
 _GLOB = re.compile(r"([*?\[\]\\])")
-
-
-def is_loopback(scope: Scope) -> bool:
-    """Whether the request comes from this host (127.0.0.1 or ::1)."""
-    client = scope.get("client")
-    return bool(client) and client[0] in LOOPBACK  # type: ignore[index]
 
 
 class Metrics:
@@ -72,35 +65,11 @@ class Metrics:
         """The exposition text; the collector does blocking I/O, so off the event loop."""
         return await asyncio.to_thread(generate_latest, self.registry)
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        """Litestar middleware factory: count and time every routed HTTP request."""
-
-        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            # Unrouted paths share one label: a scanner must not mint a series per URL.
-            route = scope.get("path_template") or (PATH if scope["path"] == PATH else "unmatched")
-            inner = app
-            if route == PATH and is_loopback(scope):
-                inner = self._serve  # a local scraper needs no key; the gateway would ask
-            status = 500
-            started = time.perf_counter()
-
-            async def send_status(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
-            try:
-                await inner(scope, receive, send_status)
-            finally:
-                count, latency = self._series(scope["method"], route, status)
-                count.inc()
-                latency.observe(time.perf_counter() - started)
-
-        return middleware
+    def observe(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """Count and time one request; `route` is its template, None if no route matched."""
+        count, latency = self._series(method, route or "unmatched", status)
+        count.inc()
+        latency.observe(seconds)
 
     def _series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
         """The label children of one route and status (looking them up per request costs)."""
@@ -113,25 +82,11 @@ class Metrics:
             )
         return series
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await self.render()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", CONTENT_TYPE_PLAIN_0_0_4.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
     def _route(self) -> Any:
         @get(
             PATH,
             summary="Prometheus metrics (admin key unless on loopback)",
-            opt={"role": "admin"},
+            opt={"role": "admin", "public_on_loopback": True},
             include_in_schema=False,
         )
         async def metrics() -> Response[bytes]:
