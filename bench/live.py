@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -154,7 +154,7 @@ class Fanout(NamedTuple):
     schedule: list[tuple[float, int]]  # per frame: `at` after the first frame's, size in bytes
     seconds: float  # trigger to the last arrival
     client_cpu: float  # this process's CPU seconds from the trigger to the last arrival
-    server_cpu: float  # the server's CPU seconds over the same time (from /proc)
+    server_cpu: float  # the server processes' CPU seconds over the same time (from /proc)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -183,7 +183,7 @@ async def fanout(
     subscribers: int,
     ready: bytes,
     trigger: Callable[[], Awaitable[object]],
-    server_pid: int | None = None,
+    server_pid: int | Sequence[int | None] | None = None,
     within: float = 60.0,
 ) -> Fanout:
     """`subscribers` streams of the same request; each reads up to its `ready` frame, then,
@@ -271,10 +271,13 @@ async def fanout(
     )
 
 
-def process_cpu(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc), 0.0 if unknown."""
+def process_cpu(pid: int | Sequence[int | None] | None) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc), 0.0 if unknown; of
+    several processes summed (the API process and the projector/worker process)."""
     if pid is None:
         return 0.0
+    if not isinstance(pid, int):
+        return sum(process_cpu(p) for p in pid)
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()

@@ -1,8 +1,15 @@
 """The benchmark run: phases in order, each printed as it starts, then the table and JSON.
 
-Order matters: the database baselines run before any server exists, `nome serve` runs alone
-for the HTTP figures (the bare baseline is stopped before it starts), and the rebuild runs
-after the server has stopped, so its runner does not compete for the projections' leases.
+Order matters: the database baselines run before any server exists, NOME runs alone for the
+HTTP figures (the bare baseline is stopped before it starts), and the rebuild runs after its
+servers have stopped, so its runner does not compete for the projections' leases.
+
+NOME's figures run on the deployed topology of compose.yaml: the API in one process
+(`nome serve --role api`) and the projector and the run worker in a second one
+(`nome serve --role projector --role worker`). That is the shape NOME is deployed in, and
+it matters here: in one all-roles process, request handling and projection share one GIL, so
+POST /v1/threads measured about a quarter slower on this bench's 2-core machine. The
+all-roles rate is kept as a diagnostic.
 
 1. raw INSERT and in-process stock save() baselines (Postgres only; the in-process stock
    rate, 32 threads calling save() with no HTTP, is a diagnostic);
@@ -12,10 +19,15 @@ after the server has stopped, so its runner does not compete for the projections
    app on uvicorn (one worker, 32 clients) doing a direct eventsourcing save() of a one-event
    aggregate per request, driven here by the same load generator, clients, warm-up and
    duration as figure 1;
-3. `nome serve`: figures 1-3, then the streaming and run figures of bench/streaming.py
-   (5 first delta, 7 replay, 10 export, 8 tool calls, 9 approvals, 6 fan-out);
-4. the bare server again: the fan-out baseline, replaying figure 6's measured schedule;
-5. in-process create_thread, then the rebuild (figure 4) and its raw SELECT baseline.
+3. diagnostic: one all-roles `nome serve` (api + projector + worker in one process), figure
+   1's POST load against it; it is stopped once the read models have caught up;
+4. NOME as deployed: `nome serve --role api`, and once it answers /v1/health (it creates the
+   event table; two processes creating it at once collide), `nome serve --role projector
+   --role worker` on a port of its own; figures 1-3, then the streaming and run figures of
+   bench/streaming.py (5 first delta, 7 replay, 10 export, 8 tool calls, 9 approvals,
+   6 fan-out, whose server CPU sums both processes), all against the API process;
+5. the bare server again: the fan-out baseline, replaying figure 6's measured schedule;
+6. in-process create_thread, then the rebuild (figure 4) and its raw SELECT baseline.
 """
 
 from __future__ import annotations
@@ -179,7 +191,7 @@ async def bare_route(
 
 
 async def bare_fanout(run: Run, schedule: list[tuple[float, int]]) -> Any:
-    """Started again after `nome serve` stopped: it replays NOME's measured schedule."""
+    """Started again after NOME's processes stopped: it replays NOME's measured schedule."""
     server = bare_server(free_port())
     run.servers.append(server)
     server.start()
@@ -190,69 +202,122 @@ async def bare_fanout(run: Run, schedule: list[tuple[float, int]]) -> Any:
         server.stop()
 
 
-async def nome_figures(run: Run) -> dict[str, Any]:
-    """Figures 1-3 against one `nome serve` process."""
+def create_request(run: Run) -> bytes:
+    """Figure 1's request: POST /v1/threads with the admin key."""
+    return loadgen.build(
+        "POST",
+        "/v1/threads",
+        body=b'{"title":"bench thread","metadata":{"source":"bench"}}',
+        headers={"Authorization": f"Bearer {run.admin_key}", "Content-Type": "application/json"},
+    )
+
+
+async def create_load(
+    run: Run, port: int, ids: list[str] | None = None
+) -> tuple[loadgen.LoadResult, int]:
+    """Figure 1's load: closed-loop POST /v1/threads; the highest position acknowledged, and
+    up to 2,000 of the new threads' ids in `ids`."""
+    a = run.args
+    create = create_request(run)
+    last = [0]
+
+    def collect(response: loadgen.Response) -> None:
+        if response.status != 201:
+            return
+        position = response.header(b"x-nome-position")
+        if position is not None:
+            last[0] = max(last[0], int(position))
+        if ids is not None and len(ids) < 2000:
+            ids.append(msgspec.json.decode(response.body)["id"])
+
+    result = await loadgen.closed_loop(
+        HOST,
+        port,
+        lambda _i: create,
+        clients=a.clients,
+        warmup=a.warmup,
+        duration=a.seconds,
+        on_response=collect,
+    )
+    run.phase(
+        f"  {result.rate:,.0f} creations/s ({result.errors} errors, "
+        f"p50 {ms(loadgen.percentile(result.latencies, 50))} ms, "
+        f"p99 {ms(loadgen.percentile(result.latencies, 99))} ms)"
+    )
+    if not result.ok:
+        raise RuntimeError(f"no thread was created: statuses {result.statuses}")
+    return result, last[0]
+
+
+async def nome_all_in_one(run: Run) -> loadgen.LoadResult:
+    """Diagnostic: figure 1's load against one all-roles `nome serve`, where request handling,
+    projection and the worker share one process (and one GIL)."""
     a = run.args
     server = nome_server(free_port(), run.nome_env())
     run.servers.append(server)
     auth = {"Authorization": f"Bearer {run.admin_key}"}
-    run.phase("starting nome serve (one uvicorn worker)")
+    run.phase("diagnostic: starting one all-roles nome serve (api + projector + worker)")
     server.start()
     watch = redis.asyncio.Redis.from_url(REDIS_URL)
-    position_key = f"{run.prefix}proj:threads:position"
     try:
         await server.ready("/v1/health")
         # 200 only once the bootstrap key has reached the keys read model.
         await server.ready("/v1/threads?limit=1", headers=auth)
         run.phase(f"  ready on port {server.port} (pid {server.pid})")
+        run.phase(
+            "diagnostic: thread creations in one all-roles nome serve process, "
+            f"POST /v1/threads, {a.clients} clients"
+        )
+        result, last = await create_load(run, server.port)
+        # The deployed processes then start on read models that have caught up.
+        waited = await streaming.wait_projections(watch, run.prefix, last)
+        run.phase(f"  read models caught up {waited:.2f} s after the load")
+    finally:
+        run.phase("stopping the all-roles nome serve")
+        server.stop()
+        await watch.aclose()
+    return result
+
+
+async def nome_figures(run: Run) -> dict[str, Any]:
+    """Figures 1-3 and the streaming figures against NOME as deployed: an API process, and
+    the projector and worker in a second process."""
+    a = run.args
+    env = run.nome_env()
+    api = nome_server(free_port(), env, roles=("api",))
+    back = nome_server(free_port(), env, roles=("projector", "worker"))
+    run.servers += [api, back]
+    auth = {"Authorization": f"Bearer {run.admin_key}"}
+    run.phase("starting nome serve --role api (one uvicorn worker)")
+    api.start()
+    watch = redis.asyncio.Redis.from_url(REDIS_URL)
+    position_key = f"{run.prefix}proj:threads:position"
+    try:
+        # One after the other: two processes creating the event table at once collide.
+        await api.ready("/v1/health")
+        run.phase(f"  ready on port {api.port} (pid {api.pid})")
+        run.phase("starting nome serve --role projector --role worker")
+        back.start()
+        await back.ready("/v1/health")
+        run.phase(f"  ready on port {back.port} (pid {back.pid})")
+        # 200 only once the bootstrap key has reached the keys read model (the other process).
+        await api.ready("/v1/threads?limit=1", headers=auth)
 
         # Figure 1 --------------------------------------------------------------------
         run.phase(f"figure 1: POST /v1/threads, {a.clients} clients")
-        body = b'{"title":"bench thread","metadata":{"source":"bench"}}'
-        create = loadgen.build(
-            "POST",
-            "/v1/threads",
-            body=body,
-            headers={**auth, "Content-Type": "application/json"},
-        )
         ids: list[str] = []
-        last = [0]
-
-        def collect(response: loadgen.Response) -> None:
-            if response.status != 201:
-                return
-            position = response.header(b"x-nome-position")
-            if position is not None:
-                last[0] = max(last[0], int(position))
-            if len(ids) < 2000:
-                ids.append(msgspec.json.decode(response.body)["id"])
-
-        creates = await loadgen.closed_loop(
-            HOST,
-            server.port,
-            lambda _i: create,
-            clients=a.clients,
-            warmup=a.warmup,
-            duration=a.seconds,
-            on_response=collect,
-        )
-        run.phase(
-            f"  {creates.rate:,.0f} creations/s ({creates.errors} errors, "
-            f"p50 {ms(loadgen.percentile(creates.latencies, 50))} ms, "
-            f"p99 {ms(loadgen.percentile(creates.latencies, 99))} ms)"
-        )
+        creates, last = await create_load(run, api.port, ids)
         if not ids:
             raise RuntimeError(f"no thread was created: statuses {creates.statuses}")
-
-        run.phase(f"  waiting for the threads read model to reach position {last[0]}")
-        await wait_position(watch, position_key, last[0], within=60)
+        run.phase(f"  waiting for the threads read model to reach position {last}")
+        await wait_position(watch, position_key, last, within=60)
 
         # Figure 2 --------------------------------------------------------------------
         run.phase(f"figure 2: GET /v1/threads/{{id}} over {len(ids)} threads, {a.clients} clients")
         gets = [loadgen.build("GET", f"/v1/threads/{i}", headers=auth) for i in ids]
         reads = await loadgen.closed_loop(
             HOST,
-            server.port,
+            api.port,
             lambda i: gets[i % len(gets)],
             clients=a.clients,
             warmup=a.warmup,
@@ -262,16 +327,17 @@ async def nome_figures(run: Run) -> dict[str, Any]:
 
         # Figure 3 --------------------------------------------------------------------
         run.phase(f"figure 3: projection lag at a paced {a.lag_rate}/s of POST /v1/threads")
-        lag = await projection_lag(run, server.port, create, watch, position_key)
+        lag = await projection_lag(run, api.port, create_request(run), watch, position_key)
         run.phase(
             f"  lag p50 {ms(lag['lag_p50'])} ms, p99 {ms(lag['lag_p99'])} ms "
             f"over {lag['samples']} commands ({lag['errors']} errors)"
         )
 
-        live = await streaming.nome_streaming(run, server, watch)
+        live = await streaming.nome_streaming(run, api, watch, others=(back,))
     finally:
-        run.phase("stopping nome serve")
-        server.stop()
+        run.phase("stopping nome serve --role api, then --role projector --role worker")
+        api.stop()
+        back.stop()
         await watch.aclose()
     return {"creates": creates, "reads": reads, "lag": lag, "live": live}
 
@@ -374,6 +440,7 @@ def measure(run: Run) -> None:
 
     async def http_phases() -> None:
         http["bare"], http["stock_http"], http["bare_first"] = await bare_route(run)
+        http["all_in_one"] = await nome_all_in_one(run)
         http.update(await nome_figures(run))
         http["bare_fanout"] = await bare_fanout(run, http["live"]["fanout"].schedule)
         a = run.args
@@ -401,7 +468,7 @@ def measure(run: Run) -> None:
     run.phase(f"  {select.ops:,} rows in {select.seconds:.3f} s = {select.rate:,.0f} rows/s")
 
     creates, reads, bare, lag = http["creates"], http["reads"], http["bare"], http["lag"]
-    inproc, stock_http = http["inprocess"], http["stock_http"]
+    inproc, stock_http, all_in_one = http["inprocess"], http["stock_http"], http["all_in_one"]
     run.figures = [
         Figure(
             "1 thread creations/s vs raw INSERT tx/s",
@@ -436,6 +503,15 @@ def measure(run: Run) -> None:
             "/s",
             inproc.rate,
             "create_thread()/s, no HTTP",
+            target="",
+            met=None,
+        ),
+        Figure(
+            "1 thread creations/s: API+projector+worker in one process",
+            all_in_one.rate,
+            "/s",
+            creates.rate,
+            "as deployed: API process + projector/worker process /s",
             target="",
             met=None,
         ),
@@ -488,6 +564,7 @@ def measure(run: Run) -> None:
             "stock_save_http": summary(stock_http),
             "bare_route": summary(bare),
             "thread_create": summary(creates),
+            "thread_create_all_in_one_process": summary(all_in_one),
             "thread_get": summary(reads),
             "projection_lag": lag,
             "inprocess_create": inproc._asdict(),

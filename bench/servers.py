@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.loadgen import Connection, build
@@ -115,5 +116,12 @@ def bare_server(port: int, env: dict[str, str] | None = None) -> Server:
     return Server("bare-litestar", argv, port, env or {})
 
 
-def nome_server(port: int, env: dict[str, str]) -> Server:
-    return Server("nome-serve", nome_command(), port, {**env, "NOME_PORT": str(port)})
+def nome_server(port: int, env: dict[str, str], roles: Sequence[str] | None = None) -> Server:
+    """`nome serve` with every role, or only `roles` (`--role X` each: api, projector, worker).
+
+    A process without the api role still serves /v1/health on its port."""
+    argv = nome_command()
+    for role in roles or ():
+        argv += ["--role", role]
+    name = "nome-serve" + ("-" + "+".join(roles) if roles else "")
+    return Server(name, argv, port, {**env, "NOME_PORT": str(port)})

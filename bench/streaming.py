@@ -1,5 +1,6 @@
-"""Figures 5-10: streaming, runs, replay and export against one `nome serve`, and their bare
-baselines. Called by bench/run.py; `run` is its Run (phase(), args, admin key, schema).
+"""Figures 5-10: streaming, runs, replay and export against NOME's API process (its projector
+and worker run in a second process, as deployed), and their bare baselines. Called by
+bench/run.py; `run` is its Run (phase(), args, admin key, schema).
 
 Tenants: figures 5, 7 and 10 use the bootstrap tenant (so the export's rows are all that
 tenant's and the export and the raw read cover the same rows); figure 8 and figures 6 and 9
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio
@@ -93,9 +95,14 @@ async def bare_fanout(
 # -- NOME ---------------------------------------------------------------------------------
 
 
-async def nome_streaming(run: Any, server: Server, watch: redis.asyncio.Redis) -> dict[str, Any]:
+async def nome_streaming(
+    run: Any, server: Server, watch: redis.asyncio.Redis, others: Sequence[Server] = ()
+) -> dict[str, Any]:
+    """Against the API process `server`; `others` (the projector/worker process) count only
+    in figure 6's server CPU, which sums every process of the deployment."""
     a = run.args
     port = server.port
+    pids = (server.pid, *(other.pid for other in others))
     auth = {"Authorization": f"Bearer {run.admin_key}"}
     out: dict[str, Any] = {}
     boot = await live.expect(HOST, port, "GET", "/v1/bootstrap", headers=auth)
@@ -285,7 +292,7 @@ async def nome_streaming(run: Any, server: Server, watch: redis.asyncio.Redis) -
         f"figure 6: {a.subscribers} subscribers of GET /v1/runs/{{id}}/stream on one run "
         f"waiting on an approval, then approved ({a.fanout_words:,}-word answer)"
     )
-    out["fanout"] = fan = await nome_fanout(run, port, approvals_auth, server.pid)
+    out["fanout"] = fan = await nome_fanout(run, port, approvals_auth, pids)
     s = fan.summary()
     run.phase(
         f"  lag from `at` p50 {s['lag_from_at']['p50_ms']:.1f} ms, p99 "
@@ -293,7 +300,7 @@ async def nome_streaming(run: Any, server: Server, watch: redis.asyncio.Redis) -
         f"{s['spread_from_first_subscriber']['p99_ms']:.1f} ms; {fan.frames} frames x "
         f"{fan.subscribers} = {fan.deliveries:,} deliveries ({fan.incomplete} incomplete; "
         f"CPU s over {fan.seconds:.2f} s: client {fan.client_cpu:.2f}, "
-        f"server {fan.server_cpu:.2f})"
+        f"server {fan.server_cpu:.2f} summed over {len(pids)} process(es))"
     )
     return out
 
@@ -364,7 +371,7 @@ def long_input(words: int) -> str:
 
 
 async def nome_fanout(
-    run: Any, port: int, auth: dict[str, str], pid: int | None = None
+    run: Any, port: int, auth: dict[str, str], pid: int | Sequence[int | None] | None = None
 ) -> live.Fanout:
     """One run asks for an approval; `subscribers` streams of it read up to the ask; then it
     is approved and each stream is read to the run's end."""
