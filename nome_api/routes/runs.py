@@ -217,7 +217,7 @@ async def stream_run(request: Req, run_id: FromPath[str]) -> Stream:
     await _own_run_rows(request, run_id)
     hub = runtime_of(request).hub
     return Stream(
-        hub.run_frames(run_id, after), media_type="text/event-stream", headers=SSE_HEADERS
+        hub.run_stream(run_id, after), media_type="text/event-stream", headers=SSE_HEADERS
     )
 
 
@@ -394,7 +394,7 @@ async def chat_stream(request: Req, data: JSONBody[Chat]) -> Stream:
     state = await _chat_run(request, data)
     hub = runtime_of(request).hub
     return Stream(
-        hub.run_frames(state.id, 0),
+        hub.run_stream(state.id, 0),
         media_type="text/event-stream",
         headers={
             **SSE_HEADERS,

@@ -114,7 +114,11 @@ def live_client(api: Api) -> httpx.AsyncClient:
 
 
 async def read_frames(response: httpx.Response, count: int) -> list[dict[str, Any]]:
-    """Read exactly `count` SSE frames (heartbeat comments skipped), then stop reading."""
+    """The first `count` SSE frames (heartbeat comments skipped), then stop reading.
+
+    Frames that piled up go out in one chunk, so the last chunk read may hold more: they
+    are dropped, as by a client that stops there and later resumes from the last id it
+    handled."""
     got: list[dict[str, Any]] = []
     buffer = b""
     chunks = response.aiter_bytes()
@@ -123,7 +127,6 @@ async def read_frames(response: httpx.Response, count: int) -> list[dict[str, An
         while b"\n\n" in buffer and len(got) < count:
             block, buffer = buffer.split(b"\n\n", 1)
             got += frames(block + b"\n\n")
-    assert buffer == b"", "read past the frames asked for"
     return got
 
 
