@@ -382,6 +382,8 @@ def database_environment(url: str, *, schema: str | None = None) -> dict[str, st
             # A stuck lock should surface as an error, not hang every writer forever.
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+            # The library's recorder, inserting rows as column arrays (nome_core/pgrecorder.py).
+            "APPLICATION_RECORDER_TOPIC": "nome_core.pgrecorder:ColumnArrayRecorder",
         }
     raise ValueError(f"unsupported NOME_DATABASE_URL scheme {parts.scheme!r}")
 
