@@ -144,7 +144,10 @@ class Selection:
                 continue
             if stored is not None:
                 lines.append(envelope_json(stored, row.position))
-        return (b"\n".join(lines) + b"\n" if lines else b""), len(lines)
+        count = len(lines)
+        if lines:
+            lines.append(b"")  # the last line's newline, without copying the page again
+        return b"\n".join(lines), count
 
     def verify(self, rows: list[Row], verifier: ChainVerifier) -> None:
         """Feed the selected envelopes among `rows` to `verifier`."""
