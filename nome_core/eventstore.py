@@ -93,25 +93,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     position: int | None = None
 
 
-class Stored(msgspec.Struct, frozen=True, kw_only=True):
-    """The permanent row format (`state` column). `data` stays raw JSON until someone needs it."""
-
-    id: str
-    type: str
-    tenant_id: str
-    stream_id: str
-    thread_id: str | None
-    run_id: str | None
-    work_item_id: str | None
-    seq: int
-    at: str
-    data: msgspec.Raw
-    hash: str
-    prev_hash: str | None
-    meta: Meta
-
-
-class Sealed(msgspec.Struct, frozen=True):
+class Sealed(msgspec.Struct, frozen=True, kw_only=True):
     """A stored row as far as its envelope goes: everything but `meta`. Decoding skips
     `meta` and its nested structs, under half the cost of decoding the whole `Stored`
     (exports, replays and streams decode every row they send)."""
@@ -128,6 +110,13 @@ class Sealed(msgspec.Struct, frozen=True):
     data: msgspec.Raw
     hash: str
     prev_hash: str | None
+
+
+class Stored(Sealed, frozen=True, kw_only=True):
+    """The permanent row format (`state` column): the sealed fields, then `meta`, in this
+    order. `data` stays raw JSON until someone needs it."""
+
+    meta: Meta
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -317,7 +306,7 @@ def to_event(state: bytes, position: int | None = None) -> Event:
     )
 
 
-def to_envelope(stored: Stored | Sealed, position: int) -> Envelope:
+def to_envelope(stored: Sealed, position: int) -> Envelope:
     return Envelope(
         id=stored.id,
         type=stored.type,
@@ -334,7 +323,7 @@ def to_envelope(stored: Stored | Sealed, position: int) -> Envelope:
     )
 
 
-def envelope_json(stored: Stored | Sealed, position: int) -> bytes:
+def envelope_json(stored: Sealed, position: int) -> bytes:
     return _encoder.encode(to_envelope(stored, position))
 
 
