@@ -328,7 +328,8 @@ class ProjectionRunner:
             keys=keys, args=[self.owner, len(batch), *header, *ops]
         )
         if outcome == 1:
-            applied = [e for _, _, events in batch for e in events]
+            # Each projection's events are a suffix of the page: the longest holds them all.
+            applied = max((events for _, _, events in batch), key=len)
             for listener, when in self._applied:
                 if any(map(when, applied)):
                     listener(last)
