@@ -21,10 +21,11 @@ install: $(STAMP) ## create .venv with NOME and its development tools
 run: $(STAMP) ## serve on 127.0.0.1:8080 (embedded SQLite + in-process Redis; no servers needed)
 	$(BIN)/nome serve
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on nome_core and projections
+lint: $(STAMP) ## ruff (lint + format check), mypy --strict, and the architecture's import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -1,127 +1,167 @@
-"""Server subprocesses: `nome serve` and the bare baseline, on free ports, stopped for sure."""
+"""The one place servers start and stop: the bare baselines' server, and NOME as compose.yaml
+deploys it (the API in one process, the projector and the worker in another, one uvicorn
+worker each) or, for a diagnostic, with every role in one process.
+
+A server starts when a figure first asks for it and stays up, so figures in a row share it.
+An idle server costs next to nothing (the bare one ~0.2% of a core, NOME ~3%: noise beside
+the 10-30% that other sessions on these cores cause), so the bare server may stay up while
+NOME is measured and the other way round; but two NOMEs on one schema would share the
+projections' leases and the run queue, so asking for one shape of NOME stops the other.
+Readiness is waited for by blocking: figures run one at a time, so no event loop has
+anything else to do meanwhile.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import http.client
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from bench.loadgen import Connection, build
+from bench.client import HOST
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def nome_command() -> list[str]:
-    """The `nome` console script next to this interpreter, else the same entry point via -m."""
-    script = Path(sys.executable).with_name("nome")
-    if script.exists():
-        return [str(script), "serve"]
-    return [sys.executable, "-m", "nome_api.cli", "serve"]
+NOME = str(Path(sys.executable).with_name("nome"))  # the console script of this venv
 
 
 class Server:
-    """One server process; its output goes to a temporary log shown if it fails."""
+    """One server process; its output goes to a log shown if it fails."""
 
-    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str]) -> None:
-        self.name = name
-        self.argv = argv
-        self.port = port
-        self.env = {**os.environ, **env}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
-            prefix=f"nome-bench-{name}-", suffix=".log", delete=False
-        )
-
-    def start(self) -> None:
-        # A session of its own: a Ctrl-C at the terminal reaches only the bench, which then
-        # stops the server in order (server first, then the schema it writes to).
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
+        self.name, self.port = name, port
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
+        # A session of its own: Ctrl-C reaches only the bench, which then stops its servers
+        # before it drops the schema they write to.
         self.proc = subprocess.Popen(
-            self.argv,
+            argv,
             cwd=ROOT,
-            env=self.env,
+            env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
-    async def ready(
-        self, path: str, *, headers: dict[str, str] | None = None, within: float = 60
-    ) -> None:
-        """Wait until GET `path` answers 200."""
-        request = build("GET", path, headers=headers)
-        deadline = time.monotonic() + within
-        last = "no answer"
+    def ready(self, path: str, headers: dict[str, str] | None = None, within: float = 60) -> None:
+        """Block until GET `path` answers 200."""
+        deadline, last = time.monotonic() + within, "no answer"
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
-                )
+            if self.proc.poll() is not None:
+                log = Path(self.log.name).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{log}")
+            conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
             try:
-                conn = await Connection.open("127.0.0.1", self.port)
-                try:
-                    response = await conn.roundtrip(request)
-                finally:
-                    conn.close()
-                if response.status == 200:
+                conn.request("GET", path, headers=headers or {})
+                answer = conn.getresponse()
+                if answer.status == 200:
                     return
-                last = f"{response.status} {response.body[:200]!r}"
+                last = f"{answer.status} {answer.read()[:200]!r}"
             except OSError as exc:
-                last = str(exc)
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready after {within}s ({last}):\n{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        text = Path(self._log.name).read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+                last = repr(exc)
+            finally:
+                conn.close()
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: GET {path} not 200 after {within}s: {last}")
 
     def stop(self) -> None:
-        """SIGTERM (uvicorn then runs the app's shutdown), SIGKILL if it hangs."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        """SIGTERM (uvicorn runs the app's shutdown), SIGKILL if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
             try:
-                proc.wait(timeout=15)
+                self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+                self.proc.kill()
+                self.proc.wait(timeout=5)
         with contextlib.suppress(OSError):
-            self._log.close()
-            os.unlink(self._log.name)
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+            self.log.close()
 
 
-def bare_server(port: int, env: dict[str, str] | None = None) -> Server:
-    """bench/bare.py on uvicorn; `env` on top of ours (e.g. bench.bare.stock_env)."""
-    argv = [sys.executable, "-m", "uvicorn", "bench.bare:app"]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--log-level", "warning", "--no-access-log"]
-    return Server("bare-litestar", argv, port, env or {})
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
 
 
-def nome_server(port: int, env: dict[str, str], roles: Sequence[str] | None = None) -> Server:
-    """`nome serve` with every role, or only `roles` (`--role X` each: api, projector, worker).
+def bare_server(env: dict[str, str]) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "bench.bare:app", "--host", HOST]
+    argv += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    server = Server("bare", argv, env, port)
+    server.ready("/doc/x")
+    return server
 
-    A process without the api role still serves /v1/health on its port."""
-    argv = nome_command()
-    for role in roles or ():
-        argv += ["--role", role]
-    name = "nome-serve" + ("-" + "+".join(roles) if roles else "")
-    return Server(name, argv, port, {**env, "NOME_PORT": str(port)})
+
+class Servers:
+    def __init__(self, nome_env: dict[str, str], stock_env: dict[str, str]) -> None:
+        self.nome_env, self.stock_env = nome_env, stock_env
+        self.admin = {"Authorization": f"Bearer {nome_env['NOME_BOOTSTRAP_ADMIN_KEY']}"}
+        self._bare: Server | None = None
+        self._nome: list[Server] = []
+        self._all_roles = False
+        self._tenants: dict[str, dict[str, str]] = {}
+
+    def bare(self) -> Server:
+        """The bare baselines' server (bench/bare.py)."""
+        if self._bare is None:
+            self._bare = bare_server({})
+        return self._bare
+
+    @contextlib.contextmanager
+    def stock(self) -> Iterator[Server]:
+        """A bare server that also serves POST /stock/save, up only while it is used: its
+        stock application holds one Postgres connection per client."""
+        server = bare_server(self.stock_env)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    def nome(self, *, all_roles: bool = False) -> Server:
+        """NOME as deployed, or with every role in one process: its API's process."""
+        if not self._nome or self._all_roles != all_roles:
+            self.stop_nome()
+            self._all_roles = all_roles
+            for roles in [[]] if all_roles else [["api"], ["projector", "worker"]]:
+                port = free_port()
+                argv = [NOME, "serve", *(a for role in roles for a in ("--role", role))]
+                env = {**self.nome_env, "NOME_PORT": str(port)}
+                self._nome.append(Server("+".join(roles) or "all-roles", argv, env, port))
+                # One after the other: two processes creating the event table at once collide.
+                # A process without the api role still answers /v1/health.
+                self._nome[-1].ready("/v1/health")
+            # 200 once the bootstrap key has reached the keys read model.
+            self._nome[0].ready("/v1/threads?limit=1", self.admin)
+        return self._nome[0]
+
+    def tenant(self, name: str) -> dict[str, str]:
+        """The auth header of an admin key of tenant `name` (free plan: credits of its own),
+        made once by the operator CLI, once the running NOME accepts it."""
+        if name not in self._tenants:
+            made = subprocess.run(
+                [NOME, "keys", "create", "--tenant", name, "--role", "admin"],
+                env={**os.environ, **self.nome_env},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            auth = {"Authorization": f"Bearer {made.stdout.split()[-1]}"}  # its last line
+            self._nome[0].ready("/v1/bootstrap", auth, within=30)
+            self._tenants[name] = auth
+        return self._tenants[name]
+
+    def stop_nome(self) -> None:
+        for server in self._nome:  # the API first: no new work reaches the worker
+            server.stop()
+        self._nome.clear()
+
+    def stop(self) -> None:
+        self.stop_nome()
+        if self._bare is not None:
+            self._bare.stop()
+            self._bare = None

@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
-from nome_core.eventstore import Client
+from nome_api.tasks import Tasks
+from nome_core.events import Client
 from projections.keys import Principal
 
 log = structlog.get_logger("nome.admission")
@@ -51,6 +52,12 @@ class PrincipalCache:
         self._items.pop(digest, None)
 
 
+class ClientCount(NamedTuple):
+    client: Client
+    requests: int
+    last_seen_at: str | None
+
+
 class Meter:
     """Per-key request counts (rate limit) and client build counts, flushed in batches."""
 
@@ -77,6 +84,27 @@ class Meter:
         field = "\x1f".join([client.surface or "", client.version or "", client.revision or ""])
         count, _ = self._clients.get((tenant_id, field), (0, at))
         self._clients[(tenant_id, field)] = (count + 1, at)
+
+    async def clients(self, tenant_id: str) -> list[ClientCount]:
+        """The build identities seen for a tenant, with every process's counts so far."""
+        await self.flush()  # include this process's requests so far
+        base = f"{self.prefix}clients:{tenant_id}"
+        counts = await self.redis.hgetall(f"{base}:requests")
+        seen = await self.redis.hgetall(f"{base}:seen")
+        found = []
+        for field, count in counts.items():
+            surface, version, revision = field.decode().split("\x1f")
+            last = seen.get(field)
+            found.append(
+                ClientCount(
+                    Client(
+                        surface=surface or None, version=version or None, revision=revision or None
+                    ),
+                    int(count),
+                    last.decode() if last else None,
+                )
+            )
+        return found
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
@@ -114,20 +142,14 @@ class Admission:
         self.channel = f"{prefix}keys:revoked"
         self.principals = PrincipalCache()
         self.meter = Meter(redis, prefix, limit=limit)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = Tasks()
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._flush_loop(), name="nome-meter"),
-            asyncio.create_task(self._revocations(), name="nome-revocations"),
-        ]
+        self._tasks.spawn(self._flush_loop(), "nome-meter")
+        self._tasks.spawn(self._revocations(), "nome-revocations")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.stop()
         with contextlib.suppress(Exception):
             await self.meter.flush()
 

@@ -9,14 +9,10 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from nome_api import __version__
+from nome_api import __version__, routes
 from nome_api.errors import EXCEPTION_HANDLERS
 from nome_api.gateway import gateway
 from nome_api.metrics import Metrics
-from nome_api.routes import admin, agents, approvals, audit, runs, threads, tools
-from nome_api.routes.bootstrap import bootstrap
-from nome_api.routes.events import workspace_events
-from nome_api.routes.health import health
 from nome_api.runtime import ROLES, Runtime
 from nome_api.settings import Settings
 
@@ -37,20 +33,9 @@ def create_app(
         await runtime.stop()
 
     metrics = Metrics(runtime)
-    handlers: list[object] = [health, metrics.route]
+    handlers: list[object] = [*routes.ALWAYS, metrics.route]
     if "api" in runtime.roles:
-        handlers += [
-            bootstrap,
-            threads.router,
-            admin.router,
-            agents.router,
-            runs.router,
-            workspace_events,
-            tools.router,
-            tools.receipts,
-            approvals.router,
-            audit.router,
-        ]
+        handlers += routes.API
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         middleware=[gateway(runtime, metrics.observe)],

@@ -13,8 +13,8 @@ from nome_api.logging import configure
 from nome_api.runtime import ROLES, Runtime
 from nome_api.settings import Settings
 from nome_core.application import Actor
-from nome_core.keys.roles import ROLES as KEY_ROLES
 from nome_core.tenants.state import tenant_id_for
+from nome_core.values import ROLES as KEY_ROLES
 
 log = structlog.get_logger("nome.cli")
 
@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _audit_parser(commands)
 
     args = parser.parse_args(argv)
+    if args.command == "audit" and args.action == "verify":
+        # Offline: an auditor has the file and the public key, not the deployment's settings.
+        return _audit_verify(args)
     settings = Settings.from_env()
     configure(settings.log_format, settings.log_level)
     if args.command == "serve":
@@ -63,14 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay":
         return _replay(settings, args.run_id)
     if args.command == "audit":
-        if args.action == "export":
-            return _audit_export(settings, args)
-        return _audit_verify(args.file, partial=args.partial)
+        return _audit_export(settings, args)
     return 2
 
 
 def runtime_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from nome_core.eventstore import EventStore
+    from nome_core.storage.store import EventStore
 
     settings.prepare_paths()
     return EventStore(settings.database_url, schema=settings.database_schema)
@@ -108,9 +109,9 @@ async def _create_key(settings: Settings, tenant: str, roles: list[str], name: s
     runtime.writer.start()
     try:
         tenant_id = tenant_id_for(tenant)
-        if runtime.app.tenant(tenant_id) is None:
-            await runtime.app.create_tenant(tenant)
-        outcome, raw = await runtime.app.create_key(Actor(tenant_id), name, roles)
+        if runtime.app.tenants.named(tenant) is None:
+            await runtime.app.tenants.create(tenant)
+        outcome, raw = await runtime.app.keys.create(Actor(tenant_id), name, roles)
         assert outcome.state is not None
         print(f"tenant {tenant} ({tenant_id}) key {outcome.state.id} roles {','.join(roles)}")
         print(raw)
@@ -156,7 +157,7 @@ def _rebuild(settings: Settings, name: str | None) -> int:
 def _replay(settings: Settings, run_id: str) -> int:
     from uuid import UUID
 
-    from nome_core.eventstore import row_envelope
+    from nome_core.storage.rows import row_envelope
 
     try:
         UUID(run_id)
@@ -190,12 +191,20 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     export.add_argument("--until", type=int, help="only events up to this position")
     export.add_argument("--stream-id", help="only this stream's events")
     export.add_argument("--types", help="only these event types (comma-separated)")
-    verify = actions.add_parser("verify", help="check an export's hash chains (offline)")
+    verify = actions.add_parser(
+        "verify", help="check an export's hash chains and signed checkpoint (offline)"
+    )
     verify.add_argument("file")
     verify.add_argument(
         "--partial",
         action="store_true",
         help="the export was filtered by --after or --types: streams may start mid-chain",
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="KEY",
+        help="the deployment's public key (GET /v1/audit/public-key): its base64, or a file "
+        "holding it or that route's JSON; without it the checkpoint's signature is not checked",
     )
 
 
@@ -207,7 +216,9 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from nome_api.errors import ApiError
+    from nome_api.keyring import keyring_for
     from nome_api.routes.audit import export_filter, export_pages, pinned
+    from nome_core.audit import key_id
 
     try:
         flt = export_filter(args.after, args.until, args.stream_id, args.types)
@@ -219,6 +230,11 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
         print("--tenant-id must be a UUID", file=sys.stderr)
         return 2
     tenant_id = tenant_id or tenant_id_for(args.tenant or "default")
+    try:
+        signer = keyring_for(settings).audit_signing_key
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     store = runtime_store(settings)
     partial = args.out + ".partial"
     events = 0
@@ -242,7 +258,7 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
         ):
             span = max(0, flt.until - flt.after)
             task = progress.add_task("exporting positions", total=span)
-            for page in export_pages(store, tenant_id, flt):
+            for page in export_pages(store, tenant_id, flt, signer=signer):
                 out.write(page.chunk)
                 events += page.events
                 progress.update(task, completed=min(span, page.last - flt.after))
@@ -254,6 +270,7 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
         raise
     finally:
         store.close()
+    print(f"closed by a checkpoint signed with key {key_id(signer.public_key())}")
     print(
         f"exported {events} events of tenant {tenant_id} "
         f"(positions {flt.after + 1}..{flt.until}) to {args.out}"
@@ -263,11 +280,33 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_verify(path: str, *, partial: bool) -> int:
-    """Offline: needs the file only, no server and no database."""
-    from nome_core.audit import ChainVerifier
+def _audit_verify(args: argparse.Namespace) -> int:
+    """Offline: needs the file and the public key only, no settings, server or database.
 
-    verifier = ChainVerifier(partial=partial)
+    Exit 0 when every chain is intact and the checkpoint records exactly what the file
+    holds; without --public-key that is said on stderr to exclude the signature. 1 when
+    anything is wrong (a missing checkpoint always is), 2 when the file or key can't be read.
+    """
+    import os
+
+    from nome_core.audit import ExportVerifier, load_public_key
+
+    path: str = args.file
+    public_key = None
+    if args.public_key is not None:
+        try:
+            text = args.public_key
+            if os.path.isfile(text):
+                with open(text) as held:
+                    text = held.read()
+            public_key = load_public_key(text)
+        except OSError as exc:
+            print(f"cannot read {args.public_key}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"--public-key: {exc}", file=sys.stderr)
+            return 2
+    verifier = ExportVerifier(partial=args.partial, public_key=public_key)
     try:
         with open(path, "rb") as lines:
             for number, line in enumerate(lines, 1):
@@ -275,18 +314,44 @@ def _audit_verify(path: str, *, partial: bool) -> int:
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
+    verifier.finish()
     for p in verifier.problems:
+        where = path if p.line is None else f"{path}:{p.line}"
+        if p.checkpoint:
+            print(f"{where}: {p.reason}")
+            continue
         seq = "?" if p.seq is None else p.seq
-        print(f"{path}:{p.line}: stream {p.stream_id or '?'} seq {seq}: {p.reason}")
+        print(f"{where}: stream {p.stream_id or '?'} seq {seq}: {p.reason}")
     hidden = verifier.problem_count - len(verifier.problems)
     if hidden:
         print(f"... and {hidden} more problems")
-    counts = f"{verifier.events_checked} events in {verifier.streams_checked} streams"
-    if verifier.ok:
-        print(f"ok: {counts}, every hash chain intact")
-        return 0
-    print(f"FAILED: {verifier.problem_count} problems in {counts}")
-    return 1
+    chains, checkpoint = verifier.chains, verifier.checkpoint
+    counts = f"{chains.events_checked} events in {chains.streams_checked} streams"
+    if not verifier.ok:
+        scope = checkpoint.filter if checkpoint is not None else None
+        if scope is not None and not args.partial and (scope.after or scope.types is not None):
+            print(
+                "the checkpoint says the export is filtered by position or type: "
+                "verify it with --partial"
+            )
+        print(f"FAILED: {verifier.problem_count} problems in {counts}")
+        return 1
+    assert checkpoint is not None, "a missing checkpoint is a problem"
+    if public_key is None:
+        print(
+            "the checkpoint matches the file, but its signature was NOT checked: pass "
+            "--public-key (GET /v1/audit/public-key) to know that the deployment wrote it "
+            "and nothing was cut from the end",
+            file=sys.stderr,
+        )
+    else:
+        scope = checkpoint.filter
+        print(
+            f"checkpoint signed by key {verifier.signed_by}: the file holds all it records "
+            f"(tenant {checkpoint.tenant_id}, positions {scope.after + 1}..{scope.until})"
+        )
+    print(f"ok: {counts}, every hash chain intact")
+    return 0
 
 
 if __name__ == "__main__":

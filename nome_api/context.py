@@ -1,19 +1,26 @@
-"""Per-request access to the process runtime and the authenticated caller."""
+"""Per-request access to the process runtime and the authenticated caller, and the shapes
+of answers every route shares."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response
+from litestar.params import Parameter
 
 from nome_api.errors import ApiError
 from nome_api.gateway import Caller
 from nome_api.runtime import Runtime
-from nome_core.application import Actor, Outcome
+from nome_core.bus import Actor, Outcome
+from projections.paging import DEFAULT_LIMIT, MAX_LIMIT
 
 Req = Request[Any, Any, Any]
+
+# Every list route's paging parameters (API.md §0).
+Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="page size")]
+Cursor = Annotated[str | None, Parameter(description="opaque; from next_cursor")]
+DEFAULT_PAGE = DEFAULT_LIMIT
 
 
 def runtime_of(request: Req) -> Runtime:
@@ -35,9 +42,8 @@ def json_bytes(body: bytes, *, status: int = 200, position: int | None = None) -
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-async def stored_doc(request: Req, doc_key: Callable[[str], str], what: str) -> Response[bytes]:
-    """A read model's document of the caller's tenant, as stored; 404 when there is none."""
-    doc = await runtime_of(request).docs.get(doc_key(caller_of(request).tenant_id))
+def found(doc: bytes | None, what: str) -> Response[bytes]:
+    """A read model's document as stored; 404 when there is none."""
     if doc is None:
         raise ApiError(404, f"no such {what}")
     return json_bytes(doc)

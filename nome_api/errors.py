@@ -17,6 +17,8 @@ from litestar.exceptions import (
 )
 
 from nome_core.errors import DomainError
+from nome_core.tools.builtin import ArgumentsInvalid
+from projections.paging import InvalidCursor
 
 log = structlog.get_logger("nome.api")
 
@@ -64,6 +66,9 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     request_id: str | None = None
     issues: list[Issue] | None = None
     active_run_id: str | None = None
+    # 402 insufficient_credits: what the run needs and what the tenant has.
+    required: int | None = None
+    available: int | None = None
 
 
 class ApiError(Exception):
@@ -101,6 +106,8 @@ def error_response(request: Request[Any, Any, Any] | None, error: ApiError) -> R
         request_id=request_id,
         issues=error.issues,
         active_run_id=error.extra.get("active_run_id"),
+        required=error.extra.get("required"),
+        available=error.extra.get("available"),
     )
     if error.status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
@@ -178,9 +185,20 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 
 def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     status = STATUS_OF_CODE.get(exc.code, 400)
+    if isinstance(exc, ArgumentsInvalid):
+        issues = issues_from_msgspec(exc.message)
+        for issue in issues:
+            issue.path = ["arguments", *issue.path]
+        return error_response(
+            request, ApiError(422, "the arguments do not fit the tool", issues=issues)
+        )
     return error_response(
         request, ApiError(status, exc.message, code=exc.code, extra=dict(exc.details))
     )
+
+
+def _cursor(request: Request[Any, Any, Any], exc: InvalidCursor) -> Response[Any]:
+    return error_response(request, ApiError(400, "invalid cursor"))
 
 
 def _api(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
@@ -203,6 +221,7 @@ def _forbidden(request: Request[Any, Any, Any], exc: PermissionDeniedException) 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     ApiError: _api,
     DomainError: _domain,
+    InvalidCursor: _cursor,
     ValidationException: _validation,
     NotAuthorizedException: _unauthorized,
     PermissionDeniedException: _forbidden,

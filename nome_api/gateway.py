@@ -13,7 +13,6 @@ A route's `opt` says who may call it: `role` (default viewer), `public` (no key)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import re
@@ -21,16 +20,18 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from nome_api import stream_tokens
 from nome_api.errors import ApiError, error_response
 from nome_api.ids import is_uuid
 from nome_api.oidc import InvalidToken, OidcVerifier
 from nome_api.runtime import Runtime
-from nome_core.eventstore import Client, Meta
+from nome_core.events import Client, Meta
 from nome_core.keys import secrets as key_secrets
 from nome_core.keys.roles import effective_roles
 from nome_core.tenants.state import tenant_id_for
@@ -45,7 +46,6 @@ _CLIENT_HEADERS = (
     (b"x-nome-client-version", "version"),
     (b"x-nome-client-revision", "revision"),
 )
-_decode_principal = msgspec.json.Decoder(Principal).decode
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 # Unique without a system call per request: a random prefix per process and a counter.
 _request_ids = (f"{uuid.uuid4().hex[:16]}{n:016x}" for n in itertools.count(1))
@@ -119,7 +119,12 @@ def gateway(runtime: Runtime, observe: Observe) -> Any:
                     or (opt.get("public_on_loopback") and is_loopback(scope))
                 )
                 if not public:
-                    caller = await _authenticate(runtime, verifier, headers, client, request_id)
+                    stream_token = _stream_token(scope, headers)
+                    caller = await (
+                        _from_stream_token(runtime, stream_token, scope["path"], client, request_id)
+                        if stream_token is not None
+                        else _authenticate(runtime, verifier, headers, client, request_id)
+                    )
                     state["caller"] = caller
                     role = opt.get("role", "viewer")
                     if not caller.can(role):
@@ -181,23 +186,15 @@ def _position(raw: bytes) -> int:
 async def wait_for_position(
     runtime: Runtime, position: int, *, seconds: float | None = None
 ) -> None:
-    """Wait until every read model has processed `position` (read-your-writes)."""
-    keys = [runtime.runner.tracking.position(p.name) for p in runtime.read_models.all]
+    """Wait until every read model has processed `position` (read-your-writes); 503 if
+    they have not within the limit."""
     limit = runtime.settings.min_position_wait_s if seconds is None else seconds
-    deadline = time.monotonic() + limit
-    delay = 0.001
-    while True:
-        values = await runtime.redis.mget(keys)
-        if all(int(v or 0) >= position for v in values):
-            return
-        if time.monotonic() >= deadline:
-            raise ApiError(
-                503,
-                f"the read models have not reached position {position} yet",
-                headers={"Retry-After": "1"},
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.02)
+    if not await runtime.queries.tracking.reached(runtime.redis, position, seconds=limit):
+        raise ApiError(
+            503,
+            f"the read models have not reached position {position} yet",
+            headers={"Retry-After": "1"},
+        )
 
 
 async def _authenticate(
@@ -222,17 +219,17 @@ async def _authenticate(
         identity = key_secrets.digest(token)
         cached = admission.principals.get(identity)
         if cached is None:
-            # Looked up by the key's SHA-256: the secret itself is never compared.
-            found = await runtime.redis.get(runtime.read_models.keys.by_hash(identity))
+            keys = runtime.queries.keys
+            found = await keys.principal(identity)
             if found is None and await _keys_behind(runtime):
                 # Perhaps a key just made by another process (`nome keys create`): once the
                 # keys read model has caught up with the log, look again.
-                found = await runtime.redis.get(runtime.read_models.keys.by_hash(identity))
+                found = await keys.principal(identity)
             if found is None:
                 if await _keys_catching_up(runtime):
                     raise ApiError(503, "the service is starting up", headers={"Retry-After": "1"})
                 raise ApiError(401, "invalid or revoked API key")
-            cached = _decode_principal(found)
+            cached = found
             admission.principals.put(identity, cached)
         principal = cached
     retry = admission.meter.admit(identity[:24], time.time())
@@ -249,20 +246,51 @@ async def _authenticate(
     )
 
 
+def _stream_token(scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+    """The `?stream_token=` of a GET without an Authorization header (an EventSource, which
+    cannot send one: API.md §12); None otherwise."""
+    query = scope.get("query_string", b"")
+    if scope["method"] != "GET" or b"authorization" in headers or b"stream_token=" not in query:
+        return None
+    values = parse_qs(query.decode("latin-1")).get("stream_token")
+    return values[0] if values else None
+
+
+async def _from_stream_token(
+    runtime: Runtime, token: str, path: str, client: Client, request_id: str
+) -> Caller:
+    """The caller a stream token was issued to, if it was issued for exactly this path; it
+    counts against the same rate limit as the key's own requests."""
+    grant = await stream_tokens.redeem(runtime, token, path)
+    retry = runtime.admission.meter.admit(grant.identity[:24], time.time())
+    if retry is not None:
+        raise ApiError(429, "rate limit exceeded", headers={"Retry-After": str(retry)})
+    return Caller(
+        key_id=grant.key_id,
+        tenant_id=grant.tenant_id,
+        name=grant.name,
+        roles=effective_roles(grant.roles),
+        meta=Meta(principal=grant.key_id, client=client, request_id=request_id),
+    )
+
+
 async def _keys_behind(runtime: Runtime) -> bool:
     """Whether the keys read model was behind the log (it has caught up when this returns)."""
     head = await asyncio.to_thread(runtime.store.head)
-    key = runtime.runner.tracking.position(runtime.read_models.keys.name)
-    if int(await runtime.redis.get(key) or 0) >= head:
+    keys = [runtime.read_models.keys.name]
+    tracking = runtime.queries.tracking
+    (standing,) = await tracking.read(runtime.redis, keys)
+    if standing.position >= head:
         return False
-    with contextlib.suppress(ApiError):
-        await wait_for_position(runtime, head, seconds=1.0)
+    await tracking.reached(runtime.redis, head, seconds=1.0, names=keys)
     return True
 
 
 async def _keys_catching_up(runtime: Runtime) -> bool:
-    status = await runtime.redis.get(runtime.runner.tracking.status(runtime.read_models.keys.name))
-    return status != b"live"
+    (standing,) = await runtime.queries.tracking.read(
+        runtime.redis, [runtime.read_models.keys.name]
+    )
+    return standing.status != "live"
 
 
 async def _from_jwt(verifier: OidcVerifier, token: str) -> Principal:

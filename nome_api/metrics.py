@@ -30,11 +30,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from nome_api.runtime import Runtime
+from nome_core.runs.state import RUN_STATUSES
 
 log = structlog.get_logger("nome.metrics")
 
 PATH = "/metrics"
-RUN_STATUSES = ("pending", "active", "completed", "failed", "cancelled")
 _GLOB = re.compile(r"([*?\[\]\\])")
 
 
@@ -172,18 +172,12 @@ class RuntimeCollector:
     def _redis_families(self, head: int | None) -> Iterator[Metric]:
         runtime = self.runtime
         redis = runtime.redis_sync
-        tracking = runtime.runner.tracking
-        names = [p.name for p in runtime.read_models.all]
+        standings = runtime.read_models.tracking.read_sync(redis)
         status_keys = self._discover()
-        approvals = getattr(runtime.read_models, "approvals", None)
         pipe = redis.pipeline(transaction=False)
-        for name in names:
-            pipe.get(tracking.position(name))
-            pipe.get(tracking.status(name))
         for key, _status in status_keys:
             pipe.zcard(key)
-        if approvals is not None:
-            pipe.zcard(approvals.expiry())
+        pipe.zcard(runtime.read_models.approvals.expiry())
         values = pipe.execute()
 
         position = GaugeMetricFamily(
@@ -201,20 +195,18 @@ class RuntimeCollector:
             "1 when a read model is live, 0 while it rebuilds.",
             labels=["projection"],
         )
-        for i, name in enumerate(names):
-            at = int(values[2 * i] or 0)
-            position.add_metric([name], at)
+        for standing in standings:
+            position.add_metric([standing.name], standing.position)
             if head is not None:
-                lag.add_metric([name], max(0, head - at))
-            live.add_metric([name], 1 if values[2 * i + 1] == b"live" else 0)
+                lag.add_metric([standing.name], max(0, head - standing.position))
+            live.add_metric([standing.name], 1 if standing.status == "live" else 0)
         yield position
         if head is not None:
             yield lag
         yield live
 
         counts = dict.fromkeys(RUN_STATUSES, 0)
-        offset = 2 * len(names)
-        for (_key, status), count in zip(status_keys, values[offset:], strict=False):
+        for (_key, status), count in zip(status_keys, values, strict=False):
             counts[status] = counts.get(status, 0) + int(count)
         runs = GaugeMetricFamily(
             "nome_runs", "Runs by status, over all tenants.", labels=["status"]
@@ -222,7 +214,7 @@ class RuntimeCollector:
         for status, count in sorted(counts.items()):
             runs.add_metric([status], count)
         yield runs
-        pending = int(values[offset + len(status_keys)]) if approvals is not None else 0
+        pending = int(values[-1])
         yield GaugeMetricFamily(
             "nome_approvals_pending", "Approvals waiting on a person, over all tenants.", pending
         )

@@ -1,4 +1,10 @@
-"""Wires one process: event store, writer, application, Redis, projector, per role."""
+"""Wires one process: what every role shares (event store, writer, application, Redis, read
+models and their queries, the log signal), and one start/stop unit per process role.
+
+- `api`: the HTTP routes and the gateway's admission (principal cache, rate limits);
+- `projector`: the runner that keeps the read models;
+- `worker`: the run worker, the periodic jobs and the log followers.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +12,44 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterable
+from typing import Final, Literal, Protocol, get_args
 
 import structlog
 
 from nome_api.admission import Admission
 from nome_api.batching import GetBatcher
+from nome_api.executors.builtin import BuiltinExecutor
+from nome_api.jobs.approvals import ExpireApprovals, FinishApprovedCalls
+from nome_api.jobs.follower import FollowerHost
+from nome_api.jobs.host import JobHost
 from nome_api.settings import Settings
 from nome_api.streams import LogSignal, StreamHub
 from nome_api.worker.providers import provider_for
 from nome_api.worker.runner import RunWorker
-from nome_api.worker.sweeper import Sweeper
-from nome_api.worker.tools import ToolRunner
 from nome_core.application import Actor, Application
 from nome_core.clock import Clock, SystemClock
 from nome_core.errors import Conflict
-from nome_core.eventstore import EventStore
 from nome_core.keys import secrets as key_secrets
+from nome_core.runs.driver import RunDriver
 from nome_core.runs.harness import Harness
+from nome_core.runs.tools import RunTools
+from nome_core.storage import EventStore, GroupCommitWriter
 from nome_core.tenants.state import tenant_id_for
-from nome_core.tools.registry import ToolRegistry
-from nome_core.writer import GroupCommitWriter
 from projections.engine import ProjectionRunner
 from projections.listen import LogListener
 from projections.redis_store import connect, connect_async
-from projections.registry import ReadModels
+from projections.registry import Queries, ReadModels
 
 log = structlog.get_logger("nome.runtime")
 
-ROLES = ("api", "projector", "worker")
+ProcessRole = Literal["api", "projector", "worker"]
+ROLES: Final[tuple[ProcessRole, ...]] = get_args(ProcessRole)
+
+
+class Unit(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Runtime:
@@ -54,46 +70,55 @@ class Runtime:
             settings.database_url, schema=settings.database_schema, create_table=settings.migrate
         )
         self.writer = GroupCommitWriter(self.store)
-        self.app = Application(self.store, self.writer, self.clock)
         self.read_models = ReadModels(settings.redis_prefix)
         self.redis = connect_async(settings.redis_url)
-        self.docs = GetBatcher(self.redis)
         self.redis_sync = connect(settings.redis_url)
+        self.docs = GetBatcher(self.redis)
+        self.queries = Queries(self.read_models, self.redis, self.docs.get)
+        self.app = Application(
+            self.store,
+            self.writer,
+            self.clock,
+            registry=self.queries.registry,
+            executor=BuiltinExecutor(self.clock, fetch_allow_hosts=settings.fetch_hosts),
+            default_provider=settings.provider,
+            approval_ttl_s=settings.approval_ttl_s,
+        )
         self.runner = ProjectionRunner(
             self.store, self.redis_sync, self.read_models.all, prefix=settings.redis_prefix
         )
+        self.signal = LogSignal()
+        self.hub = StreamHub(self.store, self.signal, heartbeat=settings.sse_heartbeat_s)
         self.listener = (
             LogListener(settings.database_url, self.store.channel)
             if self.store.is_postgres
             else None
         )
-        self.signal = LogSignal()
-        self.hub = StreamHub(self.store, self.signal, heartbeat=settings.sse_heartbeat_s)
-        self.registry = ToolRegistry()
-        self.tools = ToolRunner(
-            self.clock,
-            self.app.policy,
-            self.registry,
-            fetch_allow_hosts=frozenset(
-                h.strip() for h in settings.fetch_allow_hosts.split(",") if h.strip()
-            ),
-        )
+        self.admission = Admission(self.redis, settings.redis_prefix, limit=settings.rate_limit)
         self.worker = RunWorker(
-            self.app,
-            self.redis,
-            self.read_models.runs,
-            Harness(
-                provider_for(settings, self.registry),
-                self.tools,
-                self.clock,
-                approval_ttl_s=settings.approval_ttl_s,
+            RunDriver(
+                self.app.runs,
+                Harness(
+                    provider_for(settings, self.queries.registry),
+                    RunTools(self.app.tools),
+                    self.clock,
+                    approval_ttl_s=settings.approval_ttl_s,
+                ),
             ),
-            self.clock,
+            self.redis,
+            self.queries.runs,
             prefix=settings.redis_prefix,
             lease_s=settings.run_lease_s,
         )
-        self.admission = Admission(self.redis, settings.redis_prefix, limit=settings.rate_limit)
-        self.sweeper = Sweeper(self.app, self.tools, self.redis, self.read_models.approvals)
+        self.units: list[Unit] = [
+            unit
+            for role, unit in (
+                ("api", ApiUnit(self)),
+                ("projector", ProjectorUnit(self)),
+                ("worker", WorkerUnit(self)),
+            )
+            if role in self.roles
+        ]
         self._started = False
 
     async def start(self) -> None:
@@ -102,24 +127,9 @@ class Runtime:
         self._started = True
         self.writer.start()
         self.signal.bind(asyncio.get_running_loop())
-        if "api" in self.roles:
-            await self.admission.start()
-        wakers = [self.signal.poke]
-        if "projector" in self.roles:
-            wakers.append(self.runner.wake)
-            self.runner.start()
-        if "worker" in self.roles:
-            # Runs become claimable when the projector has recorded them as runnable: woken
-            # by this process's projector when it applied a run's events (not on every
-            # append, which would cost a Redis round trip per thread created), by `offer`
-            # for runs admitted here, and by its short poll for everything else.
-            self.runner.on_applied(self.worker.wake, when=self.read_models.runs.may_change_runnable)
-            await self.worker.start()
-            await self.sweeper.start()
-        for wake in wakers:
-            self.writer.on_commit(wake)
-            if self.listener is not None:
-                self.listener.subscribe(wake)
+        self.wake_on_append(self.signal.poke)
+        for unit in self.units:
+            await unit.start()
         if self.listener is not None:
             self.listener.start()
         if self.settings.bootstrap_admin_key:
@@ -137,18 +147,20 @@ class Runtime:
         self._started = False
         if self.listener is not None:
             self.listener.stop()
-        if "api" in self.roles:
-            await self.admission.stop()
-        if "worker" in self.roles:
-            await self.sweeper.stop()
-            await self.worker.stop()
-        if "projector" in self.roles:
-            await asyncio.to_thread(self.runner.stop)
+        for unit in reversed(self.units):
+            await unit.stop()
         self.writer.stop()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         self.redis_sync.close()
         self.store.close()
+
+    def wake_on_append(self, wake: object) -> None:
+        """Call `wake` whenever the log moves: after this process's commits, and on
+        Postgres NOTIFY for every other process's."""
+        self.writer.on_commit(wake)  # type: ignore[arg-type]
+        if self.listener is not None:
+            self.listener.subscribe(wake)  # type: ignore[arg-type]
 
     async def bootstrap_admin(self, raw_key: str) -> None:
         """First start: tenant `default` with this admin key, unless a tenant exists."""
@@ -163,8 +175,8 @@ class Runtime:
         # most once (fixed ids), and whoever comes second finds them made.
         tenant_id = tenant_id_for("default")
         with contextlib.suppress(Conflict):
-            await self.app.create_tenant("default")
-        await self.app.create_key(
+            await self.app.tenants.create("default")
+        await self.app.keys.create(
             Actor(tenant_id),
             "bootstrap admin",
             ["admin"],
@@ -172,3 +184,68 @@ class Runtime:
             key_id=str(uuid.uuid5(uuid.UUID(tenant_id), "bootstrap-admin-key")),
         )
         log.info("bootstrap_admin_created", tenant="default")
+
+
+class ApiUnit:
+    """The gateway's memory between requests (the routes need nothing started)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.admission = runtime.admission
+
+    async def start(self) -> None:
+        await self.admission.start()
+
+    async def stop(self) -> None:
+        await self.admission.stop()
+
+
+class ProjectorUnit:
+    """The read models, kept by a runner thread woken whenever the log moves."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def start(self) -> None:
+        self.runtime.wake_on_append(self.runtime.runner.wake)
+        self.runtime.runner.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.runtime.runner.stop)
+
+
+class WorkerUnit:
+    """Runs, periodic jobs and log followers."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        queries = runtime.queries
+        self.jobs = JobHost(
+            runtime.redis, settings.redis_prefix, [ExpireApprovals(runtime.app, queries.approvals)]
+        )
+        self.followers = FollowerHost(
+            runtime.store,
+            runtime.redis,
+            settings.redis_prefix,
+            runtime.signal,
+            [FinishApprovedCalls(runtime.app)],
+        )
+
+    async def start(self) -> None:
+        runtime = self.runtime
+        if "projector" in runtime.roles:
+            # Runs become claimable when the projector has recorded them as runnable: woken
+            # by this process's projector when it applied a run's events (not on every
+            # append, which would cost a Redis round trip per thread created), by `offer`
+            # for runs admitted here, and by its short poll for everything else.
+            runtime.runner.on_applied(
+                runtime.worker.wake, when=runtime.read_models.runs.may_change_runnable
+            )
+        await runtime.worker.start()
+        await self.jobs.start()
+        await self.followers.start()
+
+    async def stop(self) -> None:
+        await self.followers.stop()
+        await self.jobs.stop()
+        await self.runtime.worker.stop()

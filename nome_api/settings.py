@@ -6,8 +6,12 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import msgspec
+
+from nome_api.keyring import parse_secret
+from nome_core.values import PROVIDERS, Provider
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -23,6 +27,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
     bootstrap_admin_key: str | None = None
+    # The deployment secret (nome_api/keyring.py): base64url of 32 random bytes. Required
+    # with PostgreSQL; with SQLite, made once and kept in secret.key next to the database.
+    secret_key: str | None = None
     auth: str = "keys"
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
@@ -70,6 +77,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.log_format not in ("console", "json"):
             raise ValueError("NOME_LOG_FORMAT must be 'console' or 'json'")
+        if self.model_provider not in PROVIDERS:
+            raise ValueError(f"NOME_MODEL_PROVIDER must be one of {', '.join(PROVIDERS)}")
+        if self.secret_key is not None:
+            parse_secret(self.secret_key)
+        elif not self.database_url.startswith("sqlite:"):
+            raise ValueError(
+                "NOME_SECRET_KEY is not set; it is required with a PostgreSQL database (it "
+                "signs audit exports). Set it, the same in every process of the deployment, "
+                "to base64url of 32 random bytes, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, and keep it safe"
+            )
+
+    @property
+    def provider(self) -> Provider:
+        """The default agent's model provider (checked to be one)."""
+        return cast(Provider, self.model_provider)
+
+    @property
+    def fetch_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip() for h in self.fetch_allow_hosts.split(",") if h.strip())
 
     def prepare_paths(self) -> None:
         """Create the directory of a SQLite database file."""

@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from nome_core.eventstore import EventStore, Row, decode_sealed, envelope_json, tenant_of
-from nome_core.runs.events import RunCancelled, RunCompleted, RunFailed
+from nome_core.runs.events import TERMINAL_TYPES
+from nome_core.storage.rows import Row, decode_sealed, envelope_json, tenant_of
+from nome_core.storage.store import EventStore
 
-TERMINAL_TYPES = frozenset({RunCompleted.type, RunFailed.type, RunCancelled.type})
 KEEPALIVE = b": keepalive\n\n"
 
 

@@ -1,26 +1,63 @@
-"""Every NOME command, one class per context, composed into the application."""
+"""The application: every context's handlers over one command bus, composed here.
+
+A route or job names the context it acts on (`app.threads.handle(actor, RenameThread(...))`,
+`app.runs.create(actor, CreateRun(...))`); the one cross-context use case that has no
+single home, answering an approval, picks the stream that holds the call.
+"""
 
 from __future__ import annotations
 
-from nome_core.agents.commands import AgentCommands
-from nome_core.approvals.commands import ApprovalCommands
-from nome_core.commands import Actor, Outcome, Spec
-from nome_core.keys.commands import KeyCommands
-from nome_core.runs.commands import RunCommands
-from nome_core.tenants.commands import TenantCommands
-from nome_core.threads.commands import ThreadCommands
-from nome_core.tools.commands import ToolCommands
+from typing import Any
 
-__all__ = ["Actor", "Application", "Outcome", "Spec"]
+from nome_core.agents.handlers import AgentHandlers
+from nome_core.approvals.commands import ResolveApproval
+from nome_core.bus import Actor, CommandBus, Handlers, Outcome, Store, Writer
+from nome_core.calls.handlers import CallHandlers
+from nome_core.clock import Clock
+from nome_core.keys.handlers import KeyHandlers
+from nome_core.runs.handlers import RunHandlers
+from nome_core.tenants.handlers import TenantHandlers
+from nome_core.threads.commands import ThreadCommand
+from nome_core.threads.decide import THREADS
+from nome_core.threads.state import ThreadState
+from nome_core.tools.executor import Executor
+from nome_core.tools.handlers import ToolHandlers
+from nome_core.tools.registry import ToolRegistry
+from nome_core.values import Provider
+
+__all__ = ["Actor", "Application", "Outcome"]
 
 
-class Application(
-    TenantCommands,
-    KeyCommands,
-    ThreadCommands,
-    AgentCommands,
-    RunCommands,
-    ToolCommands,
-    ApprovalCommands,
-):
-    """Every NOME command, as load -> decide -> append."""
+class Application:
+    """Every NOME command, as load -> decide -> append, per context."""
+
+    def __init__(
+        self,
+        store: Store,
+        writer: Writer,
+        clock: Clock,
+        *,
+        registry: ToolRegistry,
+        executor: Executor,
+        default_provider: Provider = "scripted",
+        approval_ttl_s: float = 3600.0,
+    ) -> None:
+        self.bus = bus = CommandBus(store, writer, clock)
+        self.clock = clock
+        self.tenants = TenantHandlers(bus)
+        self.keys = KeyHandlers(bus)
+        self.threads: Handlers[ThreadState, ThreadCommand] = Handlers(bus, THREADS)
+        self.agents = AgentHandlers(bus, default_provider)
+        self.tools = ToolHandlers(bus, registry, executor)
+        self.runs = RunHandlers(bus, self.agents)
+        self.calls = CallHandlers(bus, self.tools, approval_ttl_s=approval_ttl_s)
+
+    def new_id(self) -> str:
+        return self.clock.new_id()
+
+    async def resolve_approval(self, actor: Actor, cmd: ResolveApproval) -> Outcome[Any]:
+        """A run's call waits for its worker to pick the run up again; a direct call runs
+        at once, in this request."""
+        if cmd.run_id is not None:
+            return await self.runs.resolve(actor, cmd)
+        return await self.calls.resolve(actor, cmd)

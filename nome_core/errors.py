@@ -32,9 +32,5 @@ class Invalid(DomainError):
     code = "validation_failed"
 
 
-class Gone(DomainError):
-    code = "gone"
-
-
 class StreamConflict(Conflict):
     """Another writer appended to the stream first (optimistic concurrency)."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from nome_core.agents.events import AgentCreated, AgentDeleted, AgentUpdated
-from nome_core.eventstore import Event
+from nome_core.agents.state import AgentState, evolve
+from nome_core.events import Event
 from projections.engine import Projection, View
+from projections.paging import tenant_page
+from projections.threads import Get
 
 
 class AgentView(msgspec.Struct, kw_only=True):
@@ -41,19 +46,10 @@ class AgentsProjection(Projection):
         tenant, agent_id = event.tenant_id, event.stream_id
         key = self.doc(tenant, agent_id)
         match event.data:
-            case AgentCreated() as c:
-                agent = AgentView(
-                    id=agent_id,
-                    name=c.name,
-                    instructions=c.instructions,
-                    provider=c.provider,
-                    model=c.model,
-                    tools=c.tools,
-                    tier=c.tier,
-                    created_at=event.at,
-                    updated_at=event.at,
-                )
-                view.set(key, _encode(agent))
+            case AgentCreated():
+                created = evolve(None, event)
+                assert created is not None
+                view.set(key, _encode(view_of(created)))
                 view.zadd(self.index(tenant), 0, f"{event.at}|{agent_id}")
             case AgentUpdated() as u:
                 raw = view.get(key)
@@ -74,3 +70,31 @@ class AgentsProjection(Projection):
                 if raw is not None:
                     view.zrem(self.index(tenant), f"{_decode(raw).created_at}|{agent_id}")
                     view.delete(key)
+
+
+def view_of(state: AgentState) -> AgentView:
+    """An agent as the API returns it, from its state (command answers)."""
+    return AgentView(
+        id=state.id,
+        name=state.name,
+        instructions=state.instructions,
+        provider=state.provider,
+        model=state.model,
+        tools=state.tools,
+        tier=state.tier,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+    )
+
+
+class AgentQueries:
+    def __init__(self, views: AgentsProjection, redis: Any, get: Get) -> None:
+        self.views = views
+        self.redis = redis
+        self.get = get
+
+    async def agent(self, tenant_id: str, agent_id: str) -> bytes | None:
+        return await self.get(self.views.doc(tenant_id, agent_id))
+
+    async def page(self, tenant_id: str, *, limit: int, cursor: str | None) -> bytes:
+        return await tenant_page(self.redis, self.views, tenant_id, limit=limit, cursor=cursor)

@@ -1,17 +1,20 @@
-"""Approval read models: the queue across all devices (oldest first, by status), the expiry
-schedule the worker sweeps, and approved direct calls still to be carried out."""
+"""Approval read models: the queue across all devices (oldest first, by status) and the
+expiry schedule the worker's job sweeps; and their queries."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
 from nome_core.clock import parse_time
-from nome_core.eventstore import Event
-from nome_core.runs.events import ToolCompleted
+from nome_core.events import Event
 from projections.engine import Projection, View
+from projections.paging import index_page, split_member
+from projections.threads import Get
+
+ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
 
 
 class ApprovalView(msgspec.Struct, kw_only=True):
@@ -24,7 +27,7 @@ class ApprovalView(msgspec.Struct, kw_only=True):
     tool: str
     arguments: Any
     tier: str
-    status: str
+    status: ApprovalStatus
     requested_at: str
     expires_at: str
     resolved_at: str | None = None
@@ -51,7 +54,7 @@ def epoch(at: str) -> float:
 
 class ApprovalsProjection(Projection):
     name = "approvals"
-    types = frozenset({ApprovalRequested.type, ApprovalResolved.type, ToolCompleted.type})
+    types = frozenset({ApprovalRequested.type, ApprovalResolved.type})
 
     def doc(self, tenant_id: str, approval_id: str) -> str:
         return self.key("doc", tenant_id, approval_id)
@@ -65,10 +68,6 @@ class ApprovalsProjection(Projection):
     def expiry(self) -> str:
         """`tenant|approval` of pending approvals, scored by expiry time (epoch seconds)."""
         return self.key("expiry")
-
-    def approved_direct(self) -> str:
-        """`tenant|approval` of approved direct calls whose tool has not run yet."""
-        return self.key("approved-direct")
 
     def apply(self, event: Event, view: View) -> None:
         tenant = event.tenant_id
@@ -111,12 +110,45 @@ class ApprovalsProjection(Projection):
                 view.zrem(self.index(tenant, "pending"), member)
                 view.zadd(self.index(tenant, resolved.decision), 0, member)
                 view.zrem(self.expiry(), f"{tenant}|{old.id}")
-                if resolved.decision == "approved" and event.run_id is None:
-                    view.zadd(self.approved_direct(), epoch(event.at), f"{tenant}|{old.id}")
                 view.set(self.doc(tenant, old.id), _encode(new))
-            case ToolCompleted(receipt=receipt) if receipt.approval_id and event.run_id is None:
-                view.zrem(self.approved_direct(), f"{tenant}|{receipt.approval_id}")
 
-    @staticmethod
-    def decode_ref(raw: bytes) -> ApprovalRef:
-        return _decode_ref(raw)
+
+class ApprovalQueries:
+    """The approval queue of one tenant; where an approval lives; what is due."""
+
+    def __init__(self, views: ApprovalsProjection, redis: Any, get: Get) -> None:
+        self.views = views
+        self.redis = redis
+        self.get = get
+
+    async def approval(self, tenant_id: str, approval_id: str) -> bytes | None:
+        return await self.get(self.views.doc(tenant_id, approval_id))
+
+    async def page(
+        self, tenant_id: str, *, status: ApprovalStatus | None, limit: int, cursor: str | None
+    ) -> bytes:
+        """Oldest first, across every device."""
+        views = self.views
+        return await index_page(
+            self.redis,
+            views.index(tenant_id, status),
+            limit=limit,
+            cursor=cursor,
+            doc_key=lambda approval_id: views.doc(tenant_id, approval_id),
+        )
+
+    async def located(
+        self, tenant_id: str, approval_id: str
+    ) -> tuple[ApprovalRef, ApprovalView] | None:
+        """Where the approval's call lives (its run or direct call), and the approval."""
+        ref, doc = await self.redis.mget(
+            [self.views.ref(tenant_id, approval_id), self.views.doc(tenant_id, approval_id)]
+        )
+        if ref is None or doc is None:
+            return None
+        return _decode_ref(ref), _decode(doc)
+
+    async def due(self, now: float, *, limit: int = 100) -> list[tuple[str, str]]:
+        """`(tenant, approval)` of pending approvals that expired by `now`."""
+        members = await self.redis.zrangebyscore(self.views.expiry(), 0, now, start=0, num=limit)
+        return [split_member(m) for m in members]

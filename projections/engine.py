@@ -23,7 +23,10 @@ from typing import Any
 import redis
 import structlog
 
-from nome_core.eventstore import Event, EventStore, to_event
+from nome_core.events import Event
+from nome_core.storage.rows import to_event
+from nome_core.storage.store import EventStore
+from projections.tracking import Tracking
 
 log = structlog.get_logger("nome.projections")
 
@@ -142,22 +145,6 @@ class Projection(ABC):
         """Record the event's change in `view`; pure apart from view reads."""
 
 
-class Tracking:
-    """Where the projections' bookkeeping lives in Redis."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def position(self, name: str) -> str:
-        return f"{self.prefix}proj:{name}:position"
-
-    def status(self, name: str) -> str:
-        return f"{self.prefix}proj:{name}:status"
-
-    def lease(self, name: str) -> str:
-        return f"{self.prefix}proj:{name}:lease"
-
-
 class ProjectionRunner:
     """Catches projections up with the log in batches, then follows it live."""
 
@@ -175,7 +162,7 @@ class ProjectionRunner:
         self.store = store
         self.client = client
         self.projections = list(projections)
-        self.tracking = Tracking(prefix)
+        self.tracking = Tracking(prefix, [p.name for p in self.projections])
         self.page = page
         self.poll_interval = poll_interval
         self.lease_ms = lease_ms
@@ -290,9 +277,7 @@ class ProjectionRunner:
         )
 
     def positions(self, names: Iterable[str]) -> dict[str, int]:
-        names = list(names)
-        values = self.client.mget([self.tracking.position(n) for n in names])
-        return {n: int(v or 0) for n, v in zip(names, values, strict=True)}
+        return {s.name: s.position for s in self.tracking.read_sync(self.client, list(names))}
 
     def request_rebuild(self, name: str) -> None:
         """Forget a projection's position; whichever runner holds it rebuilds from scratch."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from nome_core.eventstore import Event
+from nome_core.events import Event
 from nome_core.keys.events import KeyCreated, KeyRevoked
 from projections.engine import Projection, View
+from projections.paging import tenant_page
 
 
 class Principal(msgspec.Struct, kw_only=True):
@@ -30,6 +33,7 @@ class KeyView(msgspec.Struct, kw_only=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode_key = msgspec.json.Decoder(KeyView).decode
+_decode_principal = msgspec.json.Decoder(Principal).decode
 
 
 class KeysProjection(Projection):
@@ -74,3 +78,17 @@ class KeysProjection(Projection):
                 if raw is not None:
                     view.zrem(self.index(tenant), f"{_decode_key(raw).created_at}|{key_id}")
                     view.delete(self.doc(tenant, key_id))
+
+
+class KeyQueries:
+    def __init__(self, views: KeysProjection, redis: Any) -> None:
+        self.views = views
+        self.redis = redis
+
+    async def principal(self, key_sha256: str) -> Principal | None:
+        """Who a key (by its SHA-256: the secret itself is never compared) belongs to."""
+        raw = await self.redis.get(self.views.by_hash(key_sha256))
+        return _decode_principal(raw) if raw else None
+
+    async def page(self, tenant_id: str, *, limit: int, cursor: str | None) -> bytes:
+        return await tenant_page(self.redis, self.views, tenant_id, limit=limit, cursor=cursor)

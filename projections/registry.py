@@ -1,15 +1,20 @@
-"""Every read model, in one list: the runner, the rebuild command and the API use this."""
+"""Every read model, in one list (the runner, the rebuild command and the API use it), and
+the queries over them."""
 
 from __future__ import annotations
 
-from projections.agents import AgentsProjection
-from projections.approvals import ApprovalsProjection
+from typing import Any
+
+from projections.accounts import AccountQueries, AccountsProjection
+from projections.agents import AgentQueries, AgentsProjection
+from projections.approvals import ApprovalQueries, ApprovalsProjection
 from projections.engine import Projection
-from projections.keys import KeysProjection
-from projections.runs import RunsProjection
-from projections.tenants import TenantsProjection
-from projections.threads import ThreadsProjection
-from projections.tools import ToolsProjection
+from projections.keys import KeyQueries, KeysProjection
+from projections.runs import RunQueries, RunsProjection
+from projections.tenants import TenantQueries, TenantsProjection
+from projections.threads import Get, ThreadQueries, ThreadsProjection
+from projections.tools import Registry, ToolQueries, ToolsProjection
+from projections.tracking import Tracking
 
 
 class ReadModels:
@@ -24,6 +29,8 @@ class ReadModels:
         self.agents = AgentsProjection(prefix)
         self.approvals = ApprovalsProjection(prefix)
         self.tools = ToolsProjection(prefix)
+        self.accounts = AccountsProjection(prefix)
+        self.tracking = Tracking(prefix, [p.name for p in self.all])
 
     @property
     def all(self) -> list[Projection]:
@@ -35,7 +42,24 @@ class ReadModels:
             self.agents,
             self.approvals,
             self.tools,
+            self.accounts,
         ]
 
     def named(self, name: str) -> Projection | None:
         return next((p for p in self.all if p.name == name), None)
+
+
+class Queries:
+    """Every read model's queries over one async Redis client; `get` is its batched GET."""
+
+    def __init__(self, models: ReadModels, redis: Any, get: Get) -> None:
+        self.tracking = models.tracking
+        self.tenants = TenantQueries(models.tenants, redis)
+        self.keys = KeyQueries(models.keys, redis)
+        self.threads = ThreadQueries(models.threads, redis, get)
+        self.runs = RunQueries(models.runs, redis, get)
+        self.agents = AgentQueries(models.agents, redis, get)
+        self.approvals = ApprovalQueries(models.approvals, redis, get)
+        self.tools = ToolQueries(models.tools, redis, get)
+        self.accounts = AccountQueries(models.accounts, redis, self.tenants)
+        self.registry = Registry(models.tools, redis)

@@ -1,13 +1,16 @@
-"""Run read models: run documents (by tenant, thread and status), the runnable set the
-workers claim from, and credits consumed per tenant."""
+"""Run read models: run documents (by tenant, thread and status) and the runnable set the
+workers claim from; and their queries."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 
 from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
-from nome_core.eventstore import Event
+from nome_core.events import Event
 from nome_core.runs.events import (
+    TERMINAL_TYPES,
     ErrorInfo,
     RunCancelled,
     RunCompleted,
@@ -16,9 +19,18 @@ from nome_core.runs.events import (
     RunStarted,
     Usage,
 )
+from nome_core.runs.state import RunState, RunStatus, evolve
 from nome_core.threads.events import RunAdmitted
 from projections.engine import Projection, View
-from projections.threads import order_member
+from projections.paging import (
+    MEMBER_CURSOR,
+    decode_cursor,
+    encode_cursor,
+    index_page,
+    page_json,
+    split_member,
+)
+from projections.threads import Get, order_member
 
 
 class RunView(msgspec.Struct, kw_only=True):
@@ -27,7 +39,7 @@ class RunView(msgspec.Struct, kw_only=True):
     id: str
     thread_id: str
     agent_id: str
-    status: str
+    status: RunStatus
     awaiting_approval: bool
     tier: str
     created_at: str
@@ -40,7 +52,6 @@ class RunView(msgspec.Struct, kw_only=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RunView).decode
-_TERMINAL = (RunCompleted.type, RunFailed.type, RunCancelled.type)
 
 
 class RunsProjection(Projection):
@@ -70,9 +81,6 @@ class RunsProjection(Projection):
         """`tenant|run` of every admitted, unfinished run that is not waiting on a person."""
         return self.key("runnable")
 
-    def credits(self, tenant_id: str) -> str:
-        return self.key("credits", tenant_id)
-
     @staticmethod
     def may_change_runnable(event: Event) -> bool:
         """Whether applying `event` can add to or remove from the runnable set: a run's own
@@ -87,20 +95,9 @@ class RunsProjection(Projection):
         run_id = event.stream_id
         doc_key = self.doc(tenant, run_id)
         if isinstance(event.data, RunCreated):
-            run = RunView(
-                id=run_id,
-                thread_id=event.thread_id or "",
-                agent_id=event.data.agent_id,
-                status="pending",
-                awaiting_approval=False,
-                tier=event.data.tier,
-                created_at=event.at,
-                started_at=None,
-                ended_at=None,
-                event_count=1,
-                usage=Usage(),
-                error=None,
-            )
+            created = evolve(None, event)
+            assert created is not None
+            run = view_of(created)
             member = order_member(event.at, run_id)
             view.zadd(self.index(tenant), 0, member)
             view.zadd(self.by_thread(tenant, run.thread_id), 0, member)
@@ -127,12 +124,11 @@ class RunsProjection(Projection):
                 run = msgspec.structs.replace(
                     run, status="completed", ended_at=event.at, usage=usage
                 )
-                view.hincrby(self.credits(tenant), "consumed", usage.credits)
             case RunFailed(error=error):
                 run = msgspec.structs.replace(run, status="failed", ended_at=event.at, error=error)
             case RunCancelled():
                 run = msgspec.structs.replace(run, status="cancelled", ended_at=event.at)
-        if event.type in _TERMINAL:
+        if event.type in TERMINAL_TYPES:
             view.srem(self.runnable(), f"{tenant}|{run_id}")
             view.delete(self.awaiting(run_id))
             run = msgspec.structs.replace(run, awaiting_approval=False)
@@ -155,3 +151,100 @@ class RunsProjection(Projection):
         else:
             view.delete(self.awaiting(run_id))
             view.sadd(self.runnable(), member)
+
+
+def view_of(state: RunState) -> RunView:
+    """A run as the API returns it, from its state (command answers)."""
+    return RunView(
+        id=state.id,
+        thread_id=state.thread_id,
+        agent_id=state.agent_id,
+        status=state.status,
+        awaiting_approval=state.awaiting_approval,
+        tier=state.tier,
+        created_at=state.created_at,
+        started_at=state.started_at,
+        ended_at=state.ended_at,
+        event_count=state.event_count,
+        usage=state.usage,
+        error=state.error,
+    )
+
+
+class _StatusOnly(msgspec.Struct):
+    status: str
+
+
+_decode_status = msgspec.json.Decoder(_StatusOnly).decode
+
+
+class RunQueries:
+    """Runs of one tenant, and the runnable set the workers claim from."""
+
+    def __init__(self, views: RunsProjection, redis: Any, get: Get) -> None:
+        self.views = views
+        self.redis = redis
+        self.get = get
+
+    async def run(self, tenant_id: str, run_id: str) -> bytes | None:
+        return await self.get(self.views.doc(tenant_id, run_id))
+
+    async def exists(self, tenant_id: str, run_id: str) -> bool:
+        return bool(await self.redis.exists(self.views.doc(tenant_id, run_id)))
+
+    async def page(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        thread_id: str | None = None,
+        status: RunStatus | None = None,
+    ) -> bytes:
+        """Newest first; of one thread, of one status, or both."""
+        views = self.views
+        if thread_id and status:
+            return await self._thread_by_status(tenant_id, thread_id, status, limit, cursor)
+        index = (
+            views.by_thread(tenant_id, thread_id)
+            if thread_id
+            else views.by_status(tenant_id, status)
+            if status
+            else views.index(tenant_id)
+        )
+        return await index_page(
+            self.redis,
+            index,
+            limit=limit,
+            cursor=cursor,
+            doc_key=lambda run_id: views.doc(tenant_id, run_id),
+        )
+
+    async def _thread_by_status(
+        self, tenant_id: str, thread_id: str, status: str, limit: int, cursor: str | None
+    ) -> bytes:
+        """There is no index of a thread's runs by status: filter the thread's runs (few)
+        before paging, so pages stay full and total_count counts only matches."""
+        after = decode_cursor(cursor, MEMBER_CURSOR)
+        every = await self.redis.zrangebylex(self.views.by_thread(tenant_id, thread_id), "-", "+")
+        docs = (
+            await self.redis.mget(
+                [self.views.doc(tenant_id, m.decode().rsplit("|", 1)[1]) for m in every]
+            )
+            if every
+            else []
+        )
+        matching = [
+            (m, d)
+            for m, d in zip(every, docs, strict=True)
+            if d is not None and _decode_status(d).status == status
+        ]
+        rest = [(m, d) for m, d in matching if after is None or m.decode() > after]
+        chosen = rest[:limit]
+        next_cursor = encode_cursor(chosen[-1][0].decode()) if len(rest) > limit else None
+        return page_json([d for _, d in chosen], next_cursor, len(matching))
+
+    async def runnable(self) -> list[tuple[str, str]]:
+        """`(tenant, run)` of every admitted, unfinished run not waiting on a person."""
+        members = await self.redis.smembers(self.views.runnable())
+        return [split_member(m) for m in members]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from nome_core.eventstore import Event
+from nome_core.events import Event
 from nome_core.tenants.events import TenantCreated
+from nome_core.tenants.state import evolve
 from projections.engine import Projection, View
 
 
@@ -17,6 +20,7 @@ class TenantView(msgspec.Struct, kw_only=True):
 
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(TenantView).decode
 
 
 class TenantsProjection(Projection):
@@ -28,6 +32,20 @@ class TenantsProjection(Projection):
 
     def apply(self, event: Event, view: View) -> None:
         match event.data:
-            case TenantCreated(name=name, plan=plan):
-                tenant = TenantView(id=event.stream_id, name=name, plan=plan, created_at=event.at)
+            case TenantCreated():
+                state = evolve(None, event)
+                assert state is not None
+                tenant = TenantView(
+                    id=state.id, name=state.name, plan=state.plan, created_at=state.created_at
+                )
                 view.set(self.doc(event.stream_id), _encode(tenant))
+
+
+class TenantQueries:
+    def __init__(self, views: TenantsProjection, redis: Any) -> None:
+        self.views = views
+        self.redis = redis
+
+    async def tenant(self, tenant_id: str) -> TenantView | None:
+        raw = await self.redis.get(self.views.doc(tenant_id))
+        return _decode(raw) if raw else None

@@ -8,11 +8,12 @@ while a client pages never shift the pages after its cursor.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
-from nome_core.eventstore import Client, Event
+from nome_core.events import Client, Event
 from nome_core.threads.events import (
     MessageAdded,
     RunAdmitted,
@@ -22,7 +23,20 @@ from nome_core.threads.events import (
     ThreadDeleted,
     ThreadRenamed,
 )
+from nome_core.threads.state import ThreadState, evolve
 from projections.engine import Projection, View
+from projections.paging import (
+    MEMBER_CURSOR,
+    decode_cursor,
+    encode_cursor,
+    member_id,
+    page_json,
+    score_page,
+    tenant_page,
+)
+
+# A document read: batched into one MGET per turn of the event loop by the API.
+Get = Callable[[str], Awaitable[bytes | None]]
 
 
 class ThreadView(msgspec.Struct, kw_only=True):
@@ -126,15 +140,10 @@ class ThreadsProjection(Projection):
         tenant, thread_id = event.tenant_id, event.stream_id
         doc_key = self.doc(tenant, thread_id)
         match event.data:
-            case ThreadCreated(title=title, metadata=metadata):
-                thread = ThreadView(
-                    id=thread_id,
-                    title=title,
-                    metadata=metadata,
-                    created_at=event.at,
-                    updated_at=event.at,
-                )
-                self._save(view, tenant, thread, None)
+            case ThreadCreated():
+                created = evolve(None, event)
+                assert created is not None
+                self._save(view, tenant, view_of(created), None)
             case ThreadDeleted():
                 raw = view.get(doc_key)
                 if raw is not None:
@@ -178,3 +187,94 @@ class ThreadsProjection(Projection):
             view.zrem(self.index(tenant), order_member(old.updated_at, old.id))
         view.set(self.doc(tenant, thread.id), _encode(thread))
         view.zadd(self.index(tenant), 0, order_member(thread.updated_at, thread.id))
+
+
+def view_of(state: ThreadState) -> ThreadView:
+    """A thread as the API returns it, from its state (command answers)."""
+    return ThreadView(
+        id=state.id,
+        title=state.title,
+        metadata=state.metadata,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        message_count=state.message_count,
+        last_run_id=state.last_run_id,
+        active_run_id=state.active_run_id,
+    )
+
+
+class _TitleOnly(msgspec.Struct):
+    title: str
+
+
+class ThreadQueries:
+    """Threads and messages of one tenant, as stored (API-ready JSON)."""
+
+    def __init__(self, views: ThreadsProjection, redis: Any, get: Get) -> None:
+        self.views = views
+        self.redis = redis
+        self.get = get
+
+    async def thread(self, tenant_id: str, thread_id: str) -> bytes | None:
+        return await self.get(self.views.doc(tenant_id, thread_id))
+
+    async def exists(self, tenant_id: str, thread_id: str) -> bool:
+        return bool(await self.redis.exists(self.views.doc(tenant_id, thread_id)))
+
+    async def page(self, tenant_id: str, *, limit: int, cursor: str | None) -> bytes:
+        """Most recently updated first."""
+        return await tenant_page(self.redis, self.views, tenant_id, limit=limit, cursor=cursor)
+
+    async def search(self, tenant_id: str, q: str, *, limit: int, cursor: str | None) -> bytes:
+        """Threads whose title contains `q` (case-insensitive): walks the tenant's index in
+        order, so it is linear in its threads; the count covers every match."""
+        after = decode_cursor(cursor, MEMBER_CURSOR)
+        needle = q.casefold()
+        views, redis = self.views, self.redis
+        index = views.index(tenant_id)
+        found: list[bytes] = []
+        last_member: str | None = None
+        more = False
+        total = 0
+        position = "-"
+        while True:
+            members = await redis.zrangebylex(index, position, "+", start=0, num=500)
+            if not members:
+                break
+            docs = await redis.mget([views.doc(tenant_id, member_id(m)) for m in members])
+            for member, doc in zip(members, docs, strict=True):
+                if doc is None or needle not in _decode_title(doc).title.casefold():
+                    continue
+                total += 1
+                if after is not None and member.decode() <= after:
+                    continue
+                if len(found) < limit:
+                    found.append(doc)
+                    last_member = member.decode()
+                else:
+                    more = True
+            position = f"({members[-1].decode()}"
+        return page_json(found, encode_cursor(last_member) if more and last_member else None, total)
+
+    async def messages(
+        self, tenant_id: str, thread_id: str, *, limit: int, cursor: str | None
+    ) -> bytes | None:
+        """A thread's messages, oldest first; None when there is no such thread."""
+        views, redis = self.views, self.redis
+        if not await self.exists(tenant_id, thread_id):
+            return None
+        bodies = views.messages(tenant_id, thread_id)
+
+        async def docs(ids: list[bytes]) -> list[bytes | None]:
+            return await redis.hmget(bodies, ids)  # type: ignore[no-any-return]
+
+        return await score_page(
+            redis,
+            views.message_order(tenant_id, thread_id),
+            limit=limit,
+            cursor=cursor,
+            docs=docs,
+        )
+
+
+_decode_title = msgspec.json.Decoder(_TitleOnly).decode

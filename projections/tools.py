@@ -1,53 +1,81 @@
-"""Tool read models: effective policy changes, receipts (by id and by run), and the recent
-calls a policy simulation replays."""
+"""Tool read models: receipts (by id and by run), the recent calls a policy simulation
+replays, and the registry of the tools each tenant can call; and their queries."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from nome_core.eventstore import Event
-from nome_core.runs.events import (
-    RunCancelled,
-    RunCompleted,
-    RunCreated,
-    RunFailed,
-    ToolCalled,
-    ToolCompleted,
-)
-from nome_core.tools.events import PolicyChanged
-from nome_core.tools.policy import Policy
+from nome_core.events import Event
+from nome_core.runs.events import RunCancelled, RunCompleted, RunCreated, RunFailed
+from nome_core.tools.builtin import BUILTIN_TOOLS, ToolSpec
+from nome_core.tools.events import ToolCalled, ToolCompleted
+from nome_core.tools.policy import PastCall, Policy
+from nome_core.tools.receipts import ReceiptStatus, ToolReceipt
 from projections.engine import Projection, View
+from projections.paging import score_page
+from projections.threads import Get
 
 RECENT_CALLS = 1000
 
 
-class RecentCall(msgspec.Struct, kw_only=True):
-    """What a policy decided for one call, with what it decided on."""
+class ReceiptView(msgspec.Struct, kw_only=True):
+    """A tool receipt as the API returns it (API.md §5)."""
 
-    call_id: str
+    id: str
     run_id: str | None
+    work_item_id: str | None
+    call_id: str
     tool: str
-    decision: str
-    rule: str
-    calls_so_far: int
-    creator_roles: list[str]
-    at: str
+    status: ReceiptStatus
+    arguments_sha256: str
+    result: Any
+    result_sha256: str | None
+    error: str | None
+    started_at: str
+    finished_at: str
+    duration_ms: float
+    policy_version: int
+    approval_id: str | None
+
+
+def receipt_view(receipt: ToolReceipt) -> ReceiptView:
+    return ReceiptView(**msgspec.structs.asdict(receipt))
+
+
+class PolicyView(msgspec.Struct, kw_only=True):
+    """A tool's policy as the API returns it (API.md §5)."""
+
+    tool: str
+    max_calls_per_run: int | None
+    approval: str
+    offline: str
+    allowed_roles: list[str]
+    version: int
+
+
+def policy_view(policy: Policy) -> PolicyView:
+    return PolicyView(**msgspec.structs.asdict(policy))
 
 
 class _RunFacts(msgspec.Struct, kw_only=True):
+    """What a run's later calls are decided on: its creator's roles, its calls so far."""
+
     roles: list[str]
     counts: dict[str, int] = {}
 
 
 _encode = msgspec.json.Encoder().encode
 _decode_facts = msgspec.json.Decoder(_RunFacts).decode
+_decode_past = msgspec.json.Decoder(PastCall).decode
+_decode_spec = msgspec.json.Decoder(ToolSpec).decode
 
 
 class ToolsProjection(Projection):
     name = "tools"
     types = frozenset(
         {
-            PolicyChanged.type,
             ToolCalled.type,
             ToolCompleted.type,
             RunCreated.type,
@@ -56,9 +84,6 @@ class ToolsProjection(Projection):
             RunCancelled.type,
         }
     )
-
-    def policy(self, tenant_id: str, tool: str) -> str:
-        return self.key("policy", tenant_id, tool)
 
     def receipt(self, tenant_id: str, receipt_id: str) -> str:
         return self.key("receipt", tenant_id, receipt_id)
@@ -69,22 +94,16 @@ class ToolsProjection(Projection):
     def recent_calls(self, tenant_id: str) -> str:
         return self.key("recent", tenant_id)
 
+    def installed(self, tenant_id: str) -> str:
+        """The tenant's installed tools: name -> ToolSpec JSON (fed by package installs)."""
+        return self.key("installed", tenant_id)
+
     def _facts(self, run_id: str) -> str:
         return self.key("run", run_id)
 
     def apply(self, event: Event, view: View) -> None:
         tenant = event.tenant_id
         match event.data:
-            case PolicyChanged() as changed:
-                policy = Policy(
-                    tool=changed.tool,
-                    max_calls_per_run=changed.max_calls_per_run,
-                    approval=changed.approval,  # type: ignore[arg-type]
-                    offline=changed.offline,  # type: ignore[arg-type]
-                    allowed_roles=changed.allowed_roles,
-                    version=event.seq + 1,
-                )
-                view.set(self.policy(tenant, changed.tool), _encode(policy))
             case RunCreated(creator_roles=roles):
                 view.set(self._facts(event.stream_id), _encode(_RunFacts(roles=roles)))
             case RunCompleted() | RunFailed() | RunCancelled():
@@ -92,7 +111,7 @@ class ToolsProjection(Projection):
             case ToolCalled() as called:
                 self._remember_call(event, called, view)
             case ToolCompleted(receipt=receipt):
-                view.set(self.receipt(tenant, receipt.id), _encode(receipt))
+                view.set(self.receipt(tenant, receipt.id), _encode(receipt_view(receipt)))
                 view.zadd(self.receipts_of(tenant, event.stream_id), event.seq, receipt.id)
 
     def _remember_call(self, event: Event, called: ToolCalled, view: View) -> None:
@@ -103,7 +122,7 @@ class ToolsProjection(Projection):
         if raw is not None:
             facts.counts[called.tool] = so_far + 1
             view.set(facts_key, _encode(facts))
-        recent = RecentCall(
+        past = PastCall(
             call_id=called.call_id,
             run_id=event.run_id,
             tool=called.tool,
@@ -114,5 +133,57 @@ class ToolsProjection(Projection):
             at=event.at,
         )
         key = self.recent_calls(event.tenant_id)
-        view.lpush(key, _encode(recent))
+        view.lpush(key, _encode(past))
         view.ltrim(key, 0, RECENT_CALLS - 1)
+
+
+class ToolQueries:
+    """Receipts and recent calls of one tenant."""
+
+    def __init__(self, views: ToolsProjection, redis: Any, get: Get) -> None:
+        self.views = views
+        self.redis = redis
+        self.get = get
+
+    async def receipt(self, tenant_id: str, receipt_id: str) -> bytes | None:
+        return await self.get(self.views.receipt(tenant_id, receipt_id))
+
+    async def receipts_of(
+        self, tenant_id: str, stream_id: str, *, limit: int, cursor: str | None
+    ) -> bytes:
+        """A run's (or direct call's) receipts, in call order."""
+        views, redis = self.views, self.redis
+
+        async def docs(ids: list[bytes]) -> list[bytes | None]:
+            return await redis.mget([views.receipt(tenant_id, i.decode()) for i in ids])  # type: ignore[no-any-return]
+
+        return await score_page(
+            redis, views.receipts_of(tenant_id, stream_id), limit=limit, cursor=cursor, docs=docs
+        )
+
+    async def recent_calls(self, tenant_id: str) -> list[PastCall]:
+        raw = await self.redis.lrange(self.views.recent_calls(tenant_id), 0, -1)
+        return [_decode_past(r) for r in raw]
+
+
+class Registry:
+    """The tools a tenant can call: the built-ins, then its installed packages' tools from
+    the read model (so every process sees an install at once). Implements the core's
+    ToolRegistry port."""
+
+    def __init__(self, views: ToolsProjection, redis: Any) -> None:
+        self.views = views
+        self.redis = redis
+
+    async def get(self, tenant_id: str, name: str) -> ToolSpec | None:
+        builtin = BUILTIN_TOOLS.get(name)
+        if builtin is not None:
+            return builtin
+        raw = await self.redis.hget(self.views.installed(tenant_id), name)
+        return _decode_spec(raw) if raw else None
+
+    async def specs(self, tenant_id: str) -> list[ToolSpec]:
+        installed = await self.redis.hgetall(self.views.installed(tenant_id))
+        found = {spec.name: spec for spec in map(_decode_spec, installed.values())}
+        found.update(BUILTIN_TOOLS)
+        return [found[name] for name in sorted(found)]

@@ -11,10 +11,11 @@ import pytest
 import redis
 
 from nome_api.app import create_app
+from nome_api.keyring import new_secret
 from nome_api.runtime import Runtime
 from nome_api.settings import Settings
 from nome_core.application import Actor
-from nome_core.eventstore import EventStore
+from nome_core.storage.store import EventStore
 from nome_core.tenants.state import tenant_id_for
 
 PG_URL = os.environ.get("NOME_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -36,6 +37,7 @@ def settings() -> Iterator[Settings]:
         redis_url=REDIS_URL,
         redis_prefix=prefix,
         log_level="warning",
+        secret_key=new_secret(),
     )
     cleanup(schema, prefix)
 
@@ -73,9 +75,9 @@ class Api:
     async def key(self, tenant: str = "acme", roles: tuple[str, ...] = ("admin",)) -> str:
         app = self.runtime.app
         tenant_id = tenant_id_for(tenant)
-        if app.tenant(tenant_id) is None:
-            await app.create_tenant(tenant)
-        outcome, raw = await app.create_key(
+        if app.tenants.named(tenant) is None:
+            await app.tenants.create(tenant)
+        outcome, raw = await app.keys.create(
             Actor(tenant_id), f"{tenant}-{'-'.join(roles)}", list(roles)
         )
         assert outcome.position is not None

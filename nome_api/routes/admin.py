@@ -8,27 +8,56 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, Router, delete, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of
+from nome_api.context import (
+    DEFAULT_PAGE,
+    Cursor,
+    Limit,
+    Req,
+    actor_of,
+    caller_of,
+    json_bytes,
+    runtime_of,
+)
 from nome_api.errors import ApiError
 from nome_api.gateway import wait_for_position
 from nome_api.idempotency import idempotent
-from nome_api.pagination import DEFAULT_LIMIT, index_page
-from nome_api.schemas import CreatedKey, CreateKey, PageOf
+from nome_api.ids import checked_id
+from nome_api.schemas import PageOf, Strict
+from nome_core.keys.commands import RevokeKey
+from nome_core.values import Role
 from projections.keys import KeyView
+from projections.tracking import Status
+
+
+class CreateKeyBody(Strict):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    roles: Annotated[list[Role], msgspec.Meta(min_length=1, max_length=5)]
+    tenant_id: str | None = None
+
+
+class CreatedKey(msgspec.Struct, kw_only=True):
+    """The one response that carries a raw key."""
+
+    id: str
+    name: str
+    roles: list[str]
+    key: str
+    created_at: str
+
 
 _encode = msgspec.json.Encoder().encode
 
 
 @post("/keys", status_code=201, summary="Create an API key (shown once)", opt={"role": "admin"})
-async def create_key(request: Req, data: JSONBody[CreateKey]) -> Response[CreatedKey]:
+async def create_key(request: Req, data: JSONBody[CreateKeyBody]) -> Response[CreatedKey]:
     caller = caller_of(request)
     if data.tenant_id is not None and data.tenant_id != caller.tenant_id:
         raise ApiError(404, "no such tenant")
 
     async def run() -> Response[Any]:
-        outcome, raw = await runtime_of(request).app.create_key(
+        outcome, raw = await runtime_of(request).app.keys.create(
             actor_of(request), data.name, list(data.roles)
         )
         key = outcome.state
@@ -47,30 +76,18 @@ async def create_key(request: Req, data: JSONBody[CreateKey]) -> Response[Create
 
 @get("/keys", summary="List API keys (never the keys themselves)", opt={"role": "admin"})
 async def list_keys(
-    request: Req,
-    limit: Annotated[int, QueryParameter()] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, QueryParameter()] = None,
+    request: Req, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
 ) -> Response[PageOf[KeyView]]:
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    keys = runtime.read_models.keys
-    return json_bytes(
-        await index_page(
-            runtime.redis,
-            keys.index(tenant),
-            limit=limit,
-            cursor=cursor,
-            doc_key=lambda key_id: keys.doc(tenant, key_id),
-        )
-    )
+    keys = runtime_of(request).queries.keys
+    return json_bytes(await keys.page(caller_of(request).tenant_id, limit=limit, cursor=cursor))
 
 
 @delete("/keys/{key_id:str}", summary="Revoke an API key", opt={"role": "admin"})
 async def revoke_key(request: Req, key_id: FromPath[str]) -> Response[None]:
     runtime = runtime_of(request)
-    try:
-        outcome = await runtime.app.revoke_key(actor_of(request), key_id)
-    except ValueError:  # not a UUID
-        raise ApiError(404, "no such key") from None
+    outcome = await runtime.app.keys.handle(
+        actor_of(request), RevokeKey(key_id=checked_id(key_id, "key"))
+    )
     # Answer only once every API process would refuse the key: revocation is immediate.
     assert outcome.position is not None and outcome.state is not None
     await wait_for_position(runtime, outcome.position)
@@ -88,24 +105,17 @@ class ClientSeen(msgspec.Struct, kw_only=True):
 
 @get("/clients", summary="Client build identities seen", opt={"role": "admin"})
 async def list_clients(request: Req) -> list[ClientSeen]:
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    base = f"{runtime.settings.redis_prefix}clients:{tenant}"
-    await runtime.admission.meter.flush()  # include this process's requests so far
-    counts = await runtime.redis.hgetall(f"{base}:requests")
-    seen = await runtime.redis.hgetall(f"{base}:seen")
-    clients = []
-    for field, count in counts.items():
-        surface, version, revision = field.decode().split("\x1f")
-        last = seen.get(field)
-        clients.append(
-            ClientSeen(
-                surface=surface or None,
-                version=version or None,
-                revision=revision or None,
-                requests=int(count),
-                last_seen_at=last.decode() if last else None,
-            )
+    meter = runtime_of(request).admission.meter
+    clients = [
+        ClientSeen(
+            surface=c.client.surface,
+            version=c.client.version,
+            revision=c.client.revision,
+            requests=c.requests,
+            last_seen_at=c.last_seen_at,
         )
+        for c in await meter.clients(caller_of(request).tenant_id)
+    ]
     return sorted(clients, key=lambda c: c.last_seen_at or "", reverse=True)
 
 
@@ -114,33 +124,22 @@ class ProjectionStatus(msgspec.Struct, kw_only=True):
     position: int
     head: int
     lag_events: int
-    status: str
+    status: Status
 
 
 async def projection_statuses(request: Req) -> list[ProjectionStatus]:
     runtime = runtime_of(request)
     head = await asyncio.to_thread(runtime.store.head)
-    names = [p.name for p in runtime.read_models.all]
-    tracking = runtime.runner.tracking
-    pipe = runtime.redis.pipeline(transaction=False)
-    for name in names:
-        pipe.get(tracking.position(name))
-        pipe.get(tracking.status(name))
-    values = await pipe.execute()
-    out = []
-    for i, name in enumerate(names):
-        position = int(values[2 * i] or 0)
-        status = (values[2 * i + 1] or b"rebuilding").decode()
-        out.append(
-            ProjectionStatus(
-                name=name,
-                position=position,
-                head=head,
-                lag_events=max(0, head - position),
-                status=status,
-            )
+    return [
+        ProjectionStatus(
+            name=s.name,
+            position=s.position,
+            head=head,
+            lag_events=max(0, head - s.position),
+            status=s.status,
         )
-    return out
+        for s in await runtime.queries.tracking.read(runtime.redis)
+    ]
 
 
 @get("/projections", summary="Read model positions and lag", opt={"role": "operator"})

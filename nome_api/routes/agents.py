@@ -6,111 +6,128 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, Router, delete, get, patch, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, runtime_of, stored_doc
+from nome_api.context import (
+    DEFAULT_PAGE,
+    Cursor,
+    Limit,
+    Req,
+    actor_of,
+    caller_of,
+    found,
+    json_bytes,
+    runtime_of,
+)
 from nome_api.errors import ApiError
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
-from nome_api.pagination import DEFAULT_LIMIT, index_page
-from nome_api.schemas import CreateAgent, PageOf, UpdateAgent
+from nome_api.schemas import PageOf, Strict, ToolName
+from nome_core.agents.commands import CreateAgent, DeleteAgent, UpdateAgent
 from nome_core.agents.state import AgentState
-from nome_core.runs import scripted
-from projections.agents import AgentView
+from nome_core.values import SCRIPTED_MODEL, Provider, Tier
+from projections.agents import AgentView, view_of
 
 _encode = msgspec.json.Encoder().encode
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Instructions = Annotated[str, msgspec.Meta(max_length=50_000)]
+Model = Annotated[str, msgspec.Meta(max_length=200)]
+Tools = Annotated[list[ToolName], msgspec.Meta(max_length=64)]
 
 
-def agent_json(state: AgentState | None) -> bytes:
+class CreateAgentBody(Strict):
+    name: Name
+    instructions: Instructions
+    provider: Provider = "scripted"
+    model: Model | None = None
+    tools: Tools | None = None
+    tier: Tier = "standard"
+
+
+class UpdateAgentBody(Strict):
+    name: Name | None = None
+    instructions: Instructions | None = None
+    provider: Provider | None = None
+    model: Model | None = None
+    tools: Tools | None = None
+    tier: Tier | None = None
+
+
+def _agent(state: AgentState | None) -> bytes:
     assert state is not None
-    return _encode(
-        AgentView(
-            id=state.id,
-            name=state.name,
-            instructions=state.instructions,
-            provider=state.provider,
-            model=state.model,
-            tools=state.tools,
-            tier=state.tier,
-            created_at=state.created_at,
-            updated_at=state.updated_at,
-        )
-    )
+    return _encode(view_of(state))
 
 
-def _check_tools(request: Req, tools: list[str] | None) -> None:
-    known = runtime_of(request).registry.names(caller_of(request).tenant_id)
-    unknown = sorted(set(tools or []) - set(known))
+async def _known_tools(request: Req, tools: list[str] | None) -> list[str]:
+    """The tenant's callable tools; 422 if `tools` names one it does not have."""
+    specs = await runtime_of(request).queries.registry.specs(caller_of(request).tenant_id)
+    names = [spec.name for spec in specs]
+    unknown = sorted(set(tools or []) - set(names))
     if unknown:
         raise ApiError(422, f"unknown tools: {', '.join(unknown)}", code="validation_failed")
+    return names
 
 
 @post("/", status_code=201, summary="Create an agent", opt={"role": "admin"})
-async def create_agent(request: Req, data: JSONBody[CreateAgent]) -> Response[AgentView]:
-    _check_tools(request, data.tools)
+async def create_agent(request: Req, data: JSONBody[CreateAgentBody]) -> Response[AgentView]:
+    known = await _known_tools(request, data.tools)
 
     async def run() -> Response[Any]:
         runtime = runtime_of(request)
-        model = data.model or (
-            scripted.MODEL if data.provider == "scripted" else runtime.settings.openai_model
+        default_model = (
+            SCRIPTED_MODEL if data.provider == "scripted" else runtime.settings.openai_model
         )
-        outcome = await runtime.app.create_agent(
-            actor_of(request),
+        cmd = CreateAgent(
+            agent_id=runtime.app.new_id(),
             name=data.name,
             instructions=data.instructions,
             provider=data.provider,
-            model=model,
-            tools=list(data.tools)
-            if data.tools is not None
-            else runtime.registry.names(caller_of(request).tenant_id),
+            model=data.model or default_model,
+            tools=list(data.tools) if data.tools is not None else known,
             tier=data.tier,
         )
-        return json_bytes(agent_json(outcome.state), status=201, position=outcome.position)
+        outcome = await runtime.app.agents.handle(actor_of(request), cmd)
+        return json_bytes(_agent(outcome.state), status=201, position=outcome.position)
 
     return await idempotent(request, run)
 
 
 @get("/", summary="List agents")
 async def list_agents(
-    request: Req,
-    limit: Annotated[int, QueryParameter()] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, QueryParameter()] = None,
+    request: Req, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
 ) -> Response[PageOf[AgentView]]:
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    agents = runtime.read_models.agents
-    return json_bytes(
-        await index_page(
-            runtime.redis,
-            agents.index(tenant),
-            limit=limit,
-            cursor=cursor,
-            doc_key=lambda agent_id: agents.doc(tenant, agent_id),
-        )
-    )
+    agents = runtime_of(request).queries.agents
+    return json_bytes(await agents.page(caller_of(request).tenant_id, limit=limit, cursor=cursor))
 
 
 @get("/{agent_id:str}", summary="Get an agent")
 async def get_agent(request: Req, agent_id: FromPath[str]) -> Response[AgentView]:
-    views = runtime_of(request).read_models.agents
-    return await stored_doc(request, lambda tenant: views.doc(tenant, agent_id), "agent")
+    agents = runtime_of(request).queries.agents
+    return found(await agents.agent(caller_of(request).tenant_id, agent_id), "agent")
 
 
 @patch("/{agent_id:str}", summary="Change an agent", opt={"role": "admin"})
 async def update_agent(
-    request: Req, agent_id: FromPath[str], data: JSONBody[UpdateAgent]
+    request: Req, agent_id: FromPath[str], data: JSONBody[UpdateAgentBody]
 ) -> Response[AgentView]:
-    _check_tools(request, data.tools)
-    outcome = await runtime_of(request).app.update_agent(
-        actor_of(request), checked_id(agent_id, "agent"), **msgspec.structs.asdict(data)
+    await _known_tools(request, data.tools)
+    cmd = UpdateAgent(
+        agent_id=checked_id(agent_id, "agent"),
+        name=data.name,
+        instructions=data.instructions,
+        provider=data.provider,
+        model=data.model,
+        tools=list(data.tools) if data.tools is not None else None,
+        tier=data.tier,
     )
-    return json_bytes(agent_json(outcome.state), position=outcome.position)
+    outcome = await runtime_of(request).app.agents.handle(actor_of(request), cmd)
+    return json_bytes(_agent(outcome.state), position=outcome.position)
 
 
 @delete("/{agent_id:str}", summary="Delete an agent", opt={"role": "admin"})
 async def delete_agent(request: Req, agent_id: FromPath[str]) -> Response[None]:
-    outcome = await runtime_of(request).app.delete_agent(
-        actor_of(request), checked_id(agent_id, "agent")
-    )
+    cmd = DeleteAgent(agent_id=checked_id(agent_id, "agent"))
+    outcome = await runtime_of(request).app.agents.handle(actor_of(request), cmd)
     return Response(None, status_code=204, headers={"X-Nome-Position": str(outcome.position)})
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
-from litestar import get
+from litestar import Router, get
 
 from nome_api import __version__
 from nome_api.context import Req, caller_of, runtime_of
 from nome_api.errors import ApiError
 from nome_api.settings import revision
-from nome_core.eventstore import Client
-from nome_core.tenants.plans import Limits, plan_of
-from projections.tenants import TenantView
+from nome_core.accounts.plans import plan_of
+from nome_core.events import Client
 
 
 class PrincipalInfo(msgspec.Struct, kw_only=True):
@@ -30,6 +31,12 @@ class Credits(msgspec.Struct, kw_only=True):
     balance: int
 
 
+class LimitsView(msgspec.Struct, kw_only=True):
+    max_concurrent_runs: int
+    max_installs: int
+    max_threads: int
+
+
 class Server(msgspec.Struct, kw_only=True):
     version: str
     revision: str
@@ -40,7 +47,7 @@ class Bootstrap(msgspec.Struct, kw_only=True):
     tenant: TenantInfo
     entitlements: list[str]
     credits: Credits
-    limits: Limits
+    limits: LimitsView
     features: dict[str, bool]
     server: Server
     client: Client
@@ -52,17 +59,19 @@ _REVISION = revision()
 @get("/v1/bootstrap", summary="Everything a client needs at start-up", tags=["bootstrap"])
 async def bootstrap(request: Req) -> Bootstrap:
     runtime, caller = runtime_of(request), caller_of(request)
-    raw = await runtime.redis.get(runtime.read_models.tenants.doc(caller.tenant_id))
-    if raw is None:
+    queries = runtime.queries
+    tenant, balance = await asyncio.gather(
+        queries.tenants.tenant(caller.tenant_id), queries.accounts.balance(caller.tenant_id)
+    )
+    if tenant is None:
         raise ApiError(404, "no such tenant")
-    tenant = msgspec.json.decode(raw, type=TenantView)
     plan = plan_of(tenant.plan)
     return Bootstrap(
         principal=PrincipalInfo(key_id=caller.key_id, name=caller.name, roles=sorted(caller.roles)),
         tenant=TenantInfo(id=tenant.id, name=tenant.name, plan=plan.name),
         entitlements=list(plan.entitlements),
-        credits=Credits(balance=plan.starting_credits),
-        limits=plan.limits,
+        credits=Credits(balance=balance),
+        limits=LimitsView(**msgspec.structs.asdict(plan.limits)),
         features={
             "threads": True,
             "sse": True,
@@ -72,3 +81,6 @@ async def bootstrap(request: Req) -> Bootstrap:
         server=Server(version=__version__, revision=_REVISION),
         client=caller.meta.client,
     )
+
+
+router = Router(path="/", route_handlers=[bootstrap])

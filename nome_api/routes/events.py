@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import get
+from litestar import Router, get
 from litestar.response import Stream
 
 from nome_api.context import Req, caller_of, runtime_of
@@ -18,3 +18,6 @@ async def workspace_events(request: Req) -> Stream:
     runtime = runtime_of(request)
     frames = runtime.hub.workspace_frames(caller_of(request).tenant_id, int(raw))
     return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+router = Router(path="/", route_handlers=[workspace_events])

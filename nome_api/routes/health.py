@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
-from litestar import Response, get
+from litestar import Response, Router, get
 
 from nome_api import __version__
 from nome_api.context import Req, runtime_of
@@ -31,19 +31,12 @@ async def health(request: Req) -> Response[Health]:
         store_ok = True
     except Exception:
         head, store_ok = 0, False
-    tracking = runtime.runner.tracking
-    names = [p.name for p in runtime.read_models.all]
     try:
-        pipe = runtime.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.get(tracking.position(name))
-            pipe.get(tracking.status(name))
-        values = await asyncio.wait_for(pipe.execute(), timeout=3)
-        positions = [int(v or 0) for v in values[0::2]]
-        statuses = [(v or b"").decode() for v in values[1::2]]
-        lag = max((max(0, head - p) for p in positions), default=0)
+        standings = await asyncio.wait_for(runtime.queries.tracking.read(runtime.redis), timeout=3)
+        lag = max((max(0, head - s.position) for s in standings), default=0)
         # Until every read model has caught up after a (re)build, answers may be incomplete.
-        models = "ok" if all(s == "live" for s in statuses) or head == 0 else "rebuilding"
+        live = all(s.status == "live" for s in standings)
+        models = "ok" if live or head == 0 else "rebuilding"
     except Exception:
         lag, models = head, "unreachable"
     healthy = store_ok and models == "ok"
@@ -59,3 +52,6 @@ async def health(request: Req) -> Response[Health]:
     return Response(
         body, status_code=200 if store_ok else 503, headers={} if store_ok else {"Retry-After": "5"}
     )
+
+
+router = Router(path="/", route_handlers=[health])

@@ -2,61 +2,68 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, Router, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from nome_api.context import Req, actor_of, caller_of, json_bytes, reached, runtime_of, stored_doc
+from nome_api.context import (
+    DEFAULT_PAGE,
+    Cursor,
+    Limit,
+    Req,
+    actor_of,
+    caller_of,
+    found,
+    json_bytes,
+    reached,
+    runtime_of,
+)
 from nome_api.errors import ApiError, Issue
 from nome_api.idempotency import idempotent
 from nome_api.ids import checked_id
-from nome_api.pagination import (
-    DEFAULT_LIMIT,
-    MEMBER_CURSOR,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    index_page,
-    member_id,
-    page_json,
+from nome_api.schemas import Labels, PageOf, Strict, Title
+from nome_core.threads.commands import (
+    AddMessage,
+    ClientRole,
+    CreateThread,
+    DeleteThread,
+    RenameThread,
 )
-from nome_api.schemas import CreateThread, PageOf, PostMessage, RenameThread
 from nome_core.threads.state import ThreadState
-from projections.threads import RESERVED_METADATA, MessageView, ThreadView, message_view
+from projections.threads import RESERVED_METADATA, MessageView, ThreadView, message_view, view_of
 
-# A message-list cursor holds the last message's sequence number.
-_MESSAGE_CURSOR = re.compile(r"\d{1,18}")
 _encode = msgspec.json.Encoder().encode
-Limit = Annotated[int, QueryParameter()]
-Cursor = Annotated[str | None, QueryParameter()]
 
 
-def thread_json(state: ThreadState | None) -> bytes:
-    assert state is not None
-    return _encode(
-        ThreadView(
-            id=state.id,
-            title=state.title,
-            metadata=state.metadata,
-            created_at=state.created_at,
-            updated_at=state.updated_at,
-            message_count=state.message_count,
-            last_run_id=state.last_run_id,
-            active_run_id=state.active_run_id,
-        )
-    )
+class CreateThreadBody(Strict):
+    title: Title = ""
+    metadata: Labels = {}
+
+
+class RenameThreadBody(Strict):
+    title: Title
+
+
+class PostMessageBody(Strict):
+    content: Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
+    role: ClientRole = "user"
+    metadata: Labels = {}
+
+
+def _thread(outcome_state: ThreadState | None) -> bytes:
+    assert outcome_state is not None
+    return _encode(view_of(outcome_state))
 
 
 @post("/", status_code=201, summary="Create a thread", opt={"role": "member"})
-async def create_thread(request: Req, data: JSONBody[CreateThread]) -> Response[ThreadView]:
+async def create_thread(request: Req, data: JSONBody[CreateThreadBody]) -> Response[ThreadView]:
     async def run() -> Response[Any]:
-        outcome = await runtime_of(request).app.create_thread(
-            actor_of(request), data.title, dict(data.metadata)
-        )
-        return json_bytes(thread_json(outcome.state), status=201, position=outcome.position)
+        app = runtime_of(request).app
+        cmd = CreateThread(thread_id=app.new_id(), title=data.title, metadata=dict(data.metadata))
+        outcome = await app.threads.handle(actor_of(request), cmd)
+        return json_bytes(_thread(outcome.state), status=201, position=outcome.position)
 
     return await idempotent(request, run)
 
@@ -64,113 +71,47 @@ async def create_thread(request: Req, data: JSONBody[CreateThread]) -> Response[
 @get("/", summary="List threads, most recently updated first")
 async def list_threads(
     request: Req,
-    limit: Limit = DEFAULT_LIMIT,
+    limit: Limit = DEFAULT_PAGE,
     cursor: Cursor = None,
     q: Annotated[str | None, QueryParameter(max_length=200)] = None,
 ) -> Response[PageOf[ThreadView]]:
-    check_limit(limit)
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    views = runtime.read_models.threads
-    index = views.index(tenant)
-    after = decode_cursor(cursor, MEMBER_CURSOR)
-    start = f"({after}" if after else "-"
-    redis = runtime.redis
-    if not q:
-        return json_bytes(
-            await index_page(
-                redis,
-                index,
-                limit=limit,
-                cursor=cursor,
-                doc_key=lambda thread_id: views.doc(tenant, thread_id),
-            )
-        )
-    return json_bytes(await _search(request, index, start, limit, q.casefold()))
-
-
-async def _search(request: Req, index: str, start: str, limit: int, needle: str) -> bytes:
-    """Title search: walks the index in order; the count covers every match."""
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    views, redis = runtime.read_models.threads, runtime.redis
-    found: list[bytes] = []
-    last_member: str | None = None
-    more = False
-    total = 0
-    position = "-"
-    while True:
-        members = await redis.zrangebylex(index, position, "+", start=0, num=500)
-        if not members:
-            break
-        docs = await redis.mget([views.doc(tenant, member_id(m)) for m in members])
-        for member, doc in zip(members, docs, strict=True):
-            if doc is None:
-                continue
-            title = msgspec.json.decode(doc, type=_TitleOnly).title
-            if needle not in title.casefold():
-                continue
-            total += 1
-            if start != "-" and member.decode() <= start[1:]:
-                continue
-            if len(found) < limit:
-                found.append(doc)
-                last_member = member.decode()
-            else:
-                more = True
-        position = f"({members[-1].decode()}"
-    return page_json(found, encode_cursor(last_member) if more and last_member else None, total)
-
-
-class _TitleOnly(msgspec.Struct):
-    title: str
+    threads, tenant = runtime_of(request).queries.threads, caller_of(request).tenant_id
+    if q:
+        return json_bytes(await threads.search(tenant, q, limit=limit, cursor=cursor))
+    return json_bytes(await threads.page(tenant, limit=limit, cursor=cursor))
 
 
 @get("/{thread_id:str}", summary="Get a thread")
 async def get_thread(request: Req, thread_id: FromPath[str]) -> Response[ThreadView]:
-    views = runtime_of(request).read_models.threads
-    return await stored_doc(request, lambda tenant: views.doc(tenant, thread_id), "thread")
+    threads = runtime_of(request).queries.threads
+    return found(await threads.thread(caller_of(request).tenant_id, thread_id), "thread")
 
 
 @patch("/{thread_id:str}", summary="Rename a thread", opt={"role": "member"})
 async def rename_thread(
-    request: Req, thread_id: FromPath[str], data: JSONBody[RenameThread]
+    request: Req, thread_id: FromPath[str], data: JSONBody[RenameThreadBody]
 ) -> Response[ThreadView]:
-    outcome = await runtime_of(request).app.rename_thread(
-        actor_of(request), checked_id(thread_id, "thread"), data.title
-    )
-    return json_bytes(thread_json(outcome.state), position=await reached(request, outcome))
+    cmd = RenameThread(thread_id=checked_id(thread_id, "thread"), title=data.title)
+    outcome = await runtime_of(request).app.threads.handle(actor_of(request), cmd)
+    return json_bytes(_thread(outcome.state), position=await reached(request, outcome))
 
 
 @delete("/{thread_id:str}", summary="Delete a thread (a tombstone event)", opt={"role": "member"})
 async def delete_thread(request: Req, thread_id: FromPath[str]) -> Response[None]:
-    outcome = await runtime_of(request).app.delete_thread(
-        actor_of(request), checked_id(thread_id, "thread")
-    )
+    cmd = DeleteThread(thread_id=checked_id(thread_id, "thread"))
+    outcome = await runtime_of(request).app.threads.handle(actor_of(request), cmd)
     return Response(None, status_code=204, headers={"X-Nome-Position": str(outcome.position or 0)})
 
 
 @get("/{thread_id:str}/messages", summary="List a thread's messages, oldest first")
 async def list_messages(
-    request: Req, thread_id: FromPath[str], limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    request: Req, thread_id: FromPath[str], limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
 ) -> Response[PageOf[MessageView]]:
-    check_limit(limit)
-    runtime, tenant = runtime_of(request), caller_of(request).tenant_id
-    views, redis = runtime.read_models.threads, runtime.redis
-    if not await redis.exists(views.doc(tenant, thread_id)):
-        raise ApiError(404, "no such thread")
-    after = decode_cursor(cursor, _MESSAGE_CURSOR)
-    order = views.message_order(tenant, thread_id)
-    low = f"({after}" if after else "-inf"
-    pipe = redis.pipeline(transaction=False)
-    pipe.zrangebyscore(order, low, "+inf", start=0, num=limit + 1, withscores=True)
-    pipe.zcard(order)
-    members, total = await pipe.execute()
-    page = members[:limit]
-    docs = (
-        await redis.hmget(views.messages(tenant, thread_id), [m for m, _ in page]) if page else []
+    threads = runtime_of(request).queries.threads
+    page = await threads.messages(
+        caller_of(request).tenant_id, thread_id, limit=limit, cursor=cursor
     )
-    more = len(members) > limit
-    next_cursor = encode_cursor(str(int(page[-1][1]))) if more and page else None
-    return json_bytes(page_json([d for d in docs if d is not None], next_cursor, total))
+    return found(page, "thread")
 
 
 @post(
@@ -180,7 +121,7 @@ async def list_messages(
     opt={"role": "member"},
 )
 async def post_message(
-    request: Req, thread_id: FromPath[str], data: JSONBody[PostMessage]
+    request: Req, thread_id: FromPath[str], data: JSONBody[PostMessageBody]
 ) -> Response[MessageView]:
     reserved = RESERVED_METADATA & data.metadata.keys()
     if reserved:
@@ -191,15 +132,16 @@ async def post_message(
         )
 
     async def run() -> Response[Any]:
-        caller = caller_of(request)
-        outcome = await runtime_of(request).app.add_message(
-            actor_of(request),
-            checked_id(thread_id, "thread"),
+        app = runtime_of(request).app
+        cmd = AddMessage(
+            thread_id=checked_id(thread_id, "thread"),
+            message_id=app.new_id(),
             role=data.role,
             content=data.content,
-            client=caller.meta.client,
             attributes=dict(data.metadata),
+            client=caller_of(request).meta.client,
         )
+        outcome = await app.threads.handle(actor_of(request), cmd)
         event = outcome.events[-1]
         message = message_view(event, event.data)  # type: ignore[arg-type]
         return json_bytes(_encode(message), status=201, position=outcome.position)

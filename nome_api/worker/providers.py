@@ -11,7 +11,7 @@ import httpx
 
 from nome_api.settings import Settings
 from nome_core.runs import scripted
-from nome_core.runs.harness import Provider
+from nome_core.runs.harness import ModelError, Provider
 from nome_core.runs.scripted import ToolRequest, outcome_line
 from nome_core.runs.state import RunState
 from nome_core.tools.registry import ToolRegistry
@@ -24,10 +24,6 @@ class ScriptedProvider:
     async def turn(self, state: RunState) -> AsyncIterator[str | ToolRequest]:
         for chunk in scripted.turn(state):
             yield chunk
-
-
-class ProviderError(Exception):
-    """The model server failed; the run fails with this message."""
 
 
 class OpenAIProvider:
@@ -85,15 +81,15 @@ class OpenAIProvider:
                 )
         return messages
 
-    def tools(self, state: RunState) -> list[dict[str, Any]]:
-        specs = [self.registry.get(state.tenant_id, name) for name in state.agent.tools]
+    async def tools(self, state: RunState) -> list[dict[str, Any]]:
+        specs = [await self.registry.get(state.tenant_id, name) for name in state.agent.tools]
         return [
             {
                 "type": "function",
                 "function": {
                     "name": _wire_name(spec.name),
                     "description": spec.description,
-                    "parameters": spec.input_schema(),
+                    "parameters": spec.input_schema,
                 },
             }
             for spec in specs
@@ -106,7 +102,7 @@ class OpenAIProvider:
             "messages": self.messages(state),
             "stream": True,
         }
-        tools = self.tools(state)
+        tools = await self.tools(state)
         if tools:
             body["tools"] = tools
         calls: dict[int, dict[str, str]] = {}
@@ -120,7 +116,7 @@ class OpenAIProvider:
             ):
                 if response.status_code != 200:
                     await response.aread()
-                    raise ProviderError(f"model server answered {response.status_code}")
+                    raise ModelError(f"model server answered {response.status_code}")
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -138,7 +134,7 @@ class OpenAIProvider:
                             slot["name"] += fn.get("name") or ""
                             slot["args"] += fn.get("arguments") or ""
         except httpx.HTTPError as exc:
-            raise ProviderError(f"model server unreachable: {exc.__class__.__name__}") from None
+            raise ModelError(f"model server unreachable: {exc.__class__.__name__}") from None
         for index in sorted(calls):
             slot = calls[index]
             try:

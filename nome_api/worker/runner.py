@@ -16,18 +16,10 @@ import uuid
 
 import structlog
 
-from nome_api.worker.providers import ProviderError
-from nome_api.worker.tools import ToolQueued
-from nome_core.application import Actor, Application
-from nome_core.clock import Clock
-from nome_core.errors import StreamConflict
-from nome_core.eventstore import DomainEvent, Draft, Meta
-from nome_core.runs import decide as runs_decide
-from nome_core.runs.effects import RunChanged
-from nome_core.runs.errors import RunEnded
-from nome_core.runs.harness import Harness
-from nome_core.runs.state import RunState
-from projections.runs import RunsProjection
+from nome_core.bus import Actor
+from nome_core.events import Meta
+from nome_core.runs.driver import RunDriver
+from projections.runs import RunQueries
 
 log = structlog.get_logger("nome.worker")
 
@@ -48,22 +40,18 @@ class RunWorker:
 
     def __init__(
         self,
-        app: Application,
+        driver: RunDriver,
         redis: object,
-        runs: RunsProjection,
-        harness: Harness,
-        clock: Clock,
+        runs: RunQueries,
         *,
         prefix: str,
         lease_s: float = 15.0,
         poll_s: float = 0.05,
         max_runs: int = 64,
     ) -> None:
-        self.app = app
+        self.driver = driver
         self.redis = redis
         self.runs = runs
-        self.harness = harness
-        self.clock = clock
         self.prefix = prefix
         self.lease_ms = int(lease_s * 1000)
         self.poll_s = poll_s
@@ -72,7 +60,7 @@ class RunWorker:
         self._active: dict[str, asyncio.Task[None]] = {}
         # Runs whose tool backend was down under `offline: queue`: not before this time.
         self._not_before: dict[str, float] = {}
-        self._offered: set[str] = set()
+        self._offered: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -102,7 +90,7 @@ class RunWorker:
 
     def offer(self, tenant_id: str, run_id: str) -> None:
         """A run this process just admitted: claim it now rather than after its projection."""
-        self._offered.add(f"{tenant_id}|{run_id}")
+        self._offered.add((tenant_id, run_id))
         self._wake.set()
 
     def wake(self, *_: object) -> None:
@@ -127,14 +115,13 @@ class RunWorker:
                     await self._wake.wait()
 
     async def _claim_some(self) -> None:
-        members = await self.redis.smembers(self.runs.runnable())  # type: ignore[attr-defined]
+        runnable = await self.runs.runnable()
         offered, self._offered = self._offered, set()
-        candidates = list({m.decode() for m in members} | offered)
+        candidates = list(set(runnable) | offered)
         random.shuffle(candidates)  # several workers should not all try the same run first
-        for member in candidates:
+        for tenant_id, run_id in candidates:
             if len(self._active) >= self.max_runs:
                 return
-            tenant_id, run_id = member.split("|", 1)
             if run_id in self._active or self._not_before.get(run_id, 0) > time.monotonic():
                 continue
             claimed = await self.redis.set(  # type: ignore[attr-defined]
@@ -148,14 +135,15 @@ class RunWorker:
         renewer = asyncio.create_task(self._keep_lease(run_id, asyncio.current_task()))
         actor = Actor(tenant_id, Meta(principal=self.owner))
         try:
-            state = await asyncio.to_thread(self.app.run, run_id)
-            while state is not None and not state.terminal:
-                try:
-                    state = await self._step(actor, state)
-                    break
-                except (RunChanged, StreamConflict, RunEnded):
-                    # Cancelled, or another worker got there: look at the log again.
-                    state = await asyncio.to_thread(self.app.run, run_id)
+            advanced = await self.driver.advance(actor, run_id)
+            if advanced.retry_after_s is not None:
+                self._not_before[run_id] = time.monotonic() + advanced.retry_after_s
+                log.info("tool_queued", run_id=run_id, retry_after_s=advanced.retry_after_s)
+            else:
+                self._not_before.pop(run_id, None)
+            state = advanced.state
+            if state is not None and state.terminal:
+                log.info("run_ended", run_id=run_id, status=state.status, events=state.event_count)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -165,49 +153,6 @@ class RunWorker:
             self._active.pop(run_id, None)
             with contextlib.suppress(Exception):
                 await self._release(keys=[self.lease_key(run_id)], args=[self.owner])
-
-    async def _step(self, actor: Actor, state: RunState) -> RunState:
-        if state.status == "pending" and await self._thread_gone(state):
-            return await self._record(
-                actor,
-                state,
-                runs_decide.cancel(state, state.tenant_id, "system", "the thread was deleted"),
-            )
-
-        latest = state
-
-        async def record(seen: RunState, drafts: list[DomainEvent | Draft]) -> RunState:
-            nonlocal latest
-            latest = await self._record(actor, seen, drafts)
-            return latest
-
-        try:
-            state = await self.harness.drive(state, record)  # type: ignore[arg-type]
-            self._not_before.pop(state.id, None)
-        except ToolQueued as queued:
-            state = latest
-            self._not_before[state.id] = time.monotonic() + queued.retry_after_s
-            log.info("tool_queued", run_id=state.id, retry_after_s=queued.retry_after_s)
-        except ProviderError as exc:
-            # Fail the run as it stands now (the turn may have recorded deltas already), so
-            # the failure is recorded once and the model is not asked again.
-            state = await self._record(
-                actor, latest, runs_decide.fail(latest, "model_error", str(exc))
-            )
-        if state.terminal:
-            log.info("run_ended", run_id=state.id, status=state.status, events=state.event_count)
-        return state
-
-    async def _thread_gone(self, state: RunState) -> bool:
-        thread = await asyncio.to_thread(self.app.thread, state.thread_id)
-        return thread is None or thread.deleted
-
-    async def _record(
-        self, actor: Actor, seen: RunState, drafts: list[DomainEvent | Draft]
-    ) -> RunState:
-        outcome = await self.app.record_run(actor, seen, drafts)
-        assert outcome.state is not None
-        return outcome.state
 
     async def _keep_lease(self, run_id: str, driver: asyncio.Task[object] | None) -> None:
         while True:

@@ -1,58 +1,75 @@
-"""Agent commands."""
+"""Agent decisions."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from nome_core.agents.commands import (
+    AgentCommand,
+    CreateAgent,
+    DeleteAgent,
+    EnsureDefaultAgent,
+    UpdateAgent,
+)
+from nome_core.agents.errors import AgentNotFound
 from nome_core.agents.events import AgentCreated, AgentDeleted, AgentUpdated
-from nome_core.agents.state import AgentState
-from nome_core.errors import Invalid, NotFound
-from nome_core.eventstore import DomainEvent
+from nome_core.agents.state import AgentState, evolve
+from nome_core.bus import Aggregate
+from nome_core.events import DomainEvent
 
-PROVIDERS = ("scripted", "openai")
-TIERS = ("fast", "standard", "deep")
-
-
-class AgentNotFound(NotFound):
-    def __init__(self) -> None:
-        super().__init__("no such agent")
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
 
 
-def live(state: AgentState | None, tenant_id: str) -> AgentState:
-    if state is None or state.deleted or state.tenant_id != tenant_id:
+def live(state: AgentState | None) -> AgentState:
+    if state is None or state.deleted:
         raise AgentNotFound()
     return state
 
 
-def _check(provider: str, tier: str) -> None:
-    if provider not in PROVIDERS:
-        raise Invalid(f"provider must be one of {', '.join(PROVIDERS)}")
-    if tier not in TIERS:
-        raise Invalid(f"tier must be one of {', '.join(TIERS)}")
+def decide(cmd: AgentCommand, state: AgentState | None) -> list[DomainEvent]:
+    match cmd:
+        case CreateAgent() as c:
+            return [
+                AgentCreated(
+                    name=c.name,
+                    instructions=c.instructions,
+                    provider=c.provider,
+                    model=c.model,
+                    tools=c.tools,
+                    tier=c.tier,
+                )
+            ]
+        case EnsureDefaultAgent() as c:
+            if state is not None:
+                return []  # made once, whoever gets there first
+            return [
+                AgentCreated(
+                    name="default",
+                    instructions=DEFAULT_INSTRUCTIONS,
+                    provider=c.provider,
+                    model=c.model,
+                    tools=c.tools,
+                    tier="standard",
+                )
+            ]
+        case UpdateAgent() as u:
+            current = live(state)
+            return [
+                AgentUpdated(
+                    name=current.name if u.name is None else u.name,
+                    instructions=current.instructions if u.instructions is None else u.instructions,
+                    provider=current.provider if u.provider is None else u.provider,
+                    model=current.model if u.model is None else u.model,
+                    tools=current.tools if u.tools is None else u.tools,
+                    tier=current.tier if u.tier is None else u.tier,
+                )
+            ]
+        case DeleteAgent():
+            live(state)
+            return [AgentDeleted()]
 
 
-def create(state: AgentState | None, **config: Any) -> list[DomainEvent]:
-    if state is not None:
-        return []  # the default agent: made once, whoever gets there first
-    _check(config["provider"], config["tier"])
-    return [AgentCreated(**config)]
-
-
-def update(state: AgentState | None, tenant_id: str, **changes: Any) -> list[DomainEvent]:
-    current = live(state, tenant_id)
-    merged: dict[str, Any] = {
-        "name": current.name,
-        "instructions": current.instructions,
-        "provider": current.provider,
-        "model": current.model,
-        "tools": current.tools,
-        "tier": current.tier,
-    }
-    merged.update({k: v for k, v in changes.items() if v is not None})
-    _check(merged["provider"], merged["tier"])
-    return [AgentUpdated(**merged)]
-
-
-def delete(state: AgentState | None, tenant_id: str) -> list[DomainEvent]:
-    live(state, tenant_id)
-    return [AgentDeleted()]
+AGENTS: Aggregate[AgentState, AgentCommand] = Aggregate(
+    evolve=evolve,
+    decide=decide,
+    stream_of=lambda cmd: cmd.agent_id,
+    creates=lambda cmd: isinstance(cmd, CreateAgent),
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nome_core.eventstore import DomainEvent, event_type
+from nome_core.events import DomainEvent, event_type
 
 
 @event_type("agent.created")

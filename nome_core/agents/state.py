@@ -7,7 +7,7 @@ import uuid
 import msgspec
 
 from nome_core.agents.events import AgentCreated, AgentDeleted, AgentUpdated
-from nome_core.eventstore import Event
+from nome_core.events import Event
 
 _DEFAULT_AGENT = uuid.UUID("5b1f3c1e-4f0e-4d5e-9c55-6e6f6d650002")
 

@@ -1,20 +1,21 @@
-"""Approval commands: request one for a waiting call, resolve it exactly once."""
+"""Approval decisions: request one for a waiting call, resolve it exactly once."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Literal, Protocol
 
+from nome_core.approvals.commands import ResolveApproval
 from nome_core.approvals.errors import AdminApprovalRequired, AlreadyResolved, ApprovalNotFound
 from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
 from nome_core.clock import format_time, parse_time
-from nome_core.eventstore import DomainEvent, Draft
-from nome_core.runs.events import ToolCompleted
-from nome_core.runs.state import Call
-from nome_core.tools.receipts import ToolReceipt, denied_receipt
+from nome_core.events import Decided, Draft
+from nome_core.tools.events import ToolCompleted
+from nome_core.tools.receipts import denied_receipt
+from nome_core.tools.state import Call
 
 
-def request(call: Call, approval_id: str, now: str, ttl_s: float) -> list[DomainEvent | Draft]:
+def request(call: Call, approval_id: str, now: str, ttl_s: float) -> list[Decided]:
     tier: Literal["required", "admin"] = (
         "admin" if call.policy.rule == "approval:admin" else "required"
     )
@@ -34,56 +35,49 @@ class WithCalls(Protocol):
     """A stream that holds tool calls: a run, or a direct call."""
 
     @property
-    def id(self) -> str: ...
-
-    @property
-    def tenant_id(self) -> str: ...
-
-    @property
     def calls(self) -> tuple[Call, ...]: ...
 
 
-def resolve(
-    state: WithCalls | None,
-    tenant_id: str,
-    approval_id: str,
-    *,
-    decision: str,
-    by: str | None,
-    reason: str | None,
-    roles: frozenset[str],
-    receipt_id: str,
-    now: str,
-    run_id: str | None,
-) -> list[DomainEvent | Draft]:
+def resolve(cmd: ResolveApproval, state: WithCalls | None, by: str | None) -> list[Decided]:
     """Approve, deny or expire. A denial (or expiry) also records the call's `denied`
     receipt, so the run goes on with the model seeing the refusal."""
-    if state is None or state.tenant_id != tenant_id:
-        raise ApprovalNotFound()
-    call = next((c for c in state.calls if c.approval_id == approval_id), None)
+    call = (
+        next((c for c in state.calls if c.approval_id == cmd.approval_id), None) if state else None
+    )
     if call is None:
         raise ApprovalNotFound()
     if call.approval_status != "pending":
         raise AlreadyResolved(call.approval_status or "resolved")
-    if call.approval_tier == "admin" and "admin" not in roles and decision != "expired":
+    if call.approval_tier == "admin" and "admin" not in cmd.roles and cmd.decision != "expired":
         raise AdminApprovalRequired()
     resolved = ApprovalResolved(
-        approval_id=approval_id,
-        decision=decision,  # type: ignore[arg-type]
-        by=by,
-        reason=reason,
+        approval_id=cmd.approval_id, decision=cmd.decision, by=by, reason=cmd.reason
     )
-    events: list[DomainEvent | Draft] = [Draft(resolved, call.work_item_id)]
-    if decision != "approved":
-        receipt: ToolReceipt = denied_receipt(
-            receipt_id=receipt_id,
-            run_id=run_id,
+    events: list[Decided] = [Draft(resolved, call.work_item_id)]
+    if cmd.decision != "approved":
+        receipt = denied_receipt(
+            receipt_id=cmd.receipt_id,
+            run_id=cmd.run_id,
             call=call,
-            error=f"{decision} by {by or 'nobody'}" + (f": {reason}" if reason else ""),
-            now=now,
-            approval_id=approval_id,
+            error=f"{cmd.decision} by {by or 'nobody'}" + (f": {cmd.reason}" if cmd.reason else ""),
+            now=cmd.at,
+            approval_id=cmd.approval_id,
+            policy_version=call.policy.version,
         )
         events.append(
             Draft(ToolCompleted(call_id=call.call_id, receipt=receipt), call.work_item_id)
         )
     return events
+
+
+def withdraw(calls: tuple[Call, ...], by: str | None, reason: str) -> list[Decided]:
+    """Close every pending approval of a stream that stops (a cancelled run): nobody may
+    answer its questions any more."""
+    return [
+        Draft(
+            ApprovalResolved(approval_id=call.approval_id, decision="denied", by=by, reason=reason),
+            call.work_item_id,
+        )
+        for call in calls
+        if call.approval_status == "pending" and call.approval_id is not None
+    ]

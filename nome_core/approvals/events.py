@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from nome_core.eventstore import DomainEvent, event_type
+from nome_core.events import DomainEvent, event_type
 
 
 @event_type("approval.requested")

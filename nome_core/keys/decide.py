@@ -1,22 +1,38 @@
-"""API key commands."""
+"""API key decisions."""
 
 from __future__ import annotations
 
+from nome_core.bus import Aggregate
 from nome_core.errors import Invalid, NotFound
-from nome_core.eventstore import DomainEvent
+from nome_core.events import DomainEvent
+from nome_core.keys.commands import CreateKey, KeyCommand, RevokeKey
 from nome_core.keys.events import KeyCreated, KeyRevoked
-from nome_core.keys.roles import ROLES
-from nome_core.keys.state import KeyState
+from nome_core.keys.state import KeyState, evolve
+from nome_core.values import ROLES
 
 
-def create(name: str, roles: list[str], key_sha256: str, hint: str) -> list[DomainEvent]:
-    unknown = sorted(set(roles) - set(ROLES))
-    if unknown or not roles:
-        raise Invalid(f"roles must be a non-empty subset of {', '.join(ROLES)}")
-    return [KeyCreated(name=name, roles=sorted(set(roles)), key_sha256=key_sha256, hint=hint)]
+def decide(cmd: KeyCommand, state: KeyState | None) -> list[DomainEvent]:
+    match cmd:
+        case CreateKey() as c:
+            if state is not None:
+                return []  # an ensured key that exists already
+            unknown = sorted(set(c.roles) - set(ROLES))
+            if unknown or not c.roles:
+                raise Invalid(f"roles must be a non-empty subset of {', '.join(ROLES)}")
+            return [
+                KeyCreated(
+                    name=c.name, roles=sorted(set(c.roles)), key_sha256=c.key_sha256, hint=c.hint
+                )
+            ]
+        case RevokeKey():
+            if state is None or state.revoked_at is not None:
+                raise NotFound("no such key")
+            return [KeyRevoked()]
 
 
-def revoke(state: KeyState | None, tenant_id: str) -> list[DomainEvent]:
-    if state is None or state.tenant_id != tenant_id or state.revoked_at is not None:
-        raise NotFound("no such key")
-    return [KeyRevoked()]
+KEYS: Aggregate[KeyState, KeyCommand] = Aggregate(
+    evolve=evolve,
+    decide=decide,
+    stream_of=lambda cmd: cmd.key_id,
+    creates=lambda cmd: isinstance(cmd, CreateKey) and not cmd.ensure,
+)

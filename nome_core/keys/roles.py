@@ -1,14 +1,12 @@
-"""Roles and what each one grants (API.md §0)."""
+"""What each role grants (API.md §0): every role includes viewer; admin includes everything."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, Literal
+from typing import Final
 
-Role = Literal["viewer", "member", "operator", "auditor", "admin"]
-ROLES: Final = ("viewer", "member", "operator", "auditor", "admin")
+from nome_core.values import ROLES
 
-# Each role includes viewer; admin includes everything.
 _IMPLIED: Final[dict[str, frozenset[str]]] = {
     "viewer": frozenset({"viewer"}),
     "member": frozenset({"viewer", "member"}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from nome_core.eventstore import Event
+from nome_core.events import Event
 from nome_core.keys.events import KeyCreated, KeyRevoked
 
 

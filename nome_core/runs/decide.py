@@ -1,14 +1,17 @@
-"""Run commands: create, start, finish, fail, cancel."""
+"""Run decisions: create (with the thread and the account), record a step, cancel."""
 
 from __future__ import annotations
 
-import math
+import uuid
 
-from nome_core.approvals.events import ApprovalResolved
-from nome_core.eventstore import Client, DomainEvent, Draft
-from nome_core.runs.errors import RunEnded, RunNotFound
+from nome_core.accounts import decide as accounts
+from nome_core.accounts.plans import plan_of
+from nome_core.accounts.state import AccountState
+from nome_core.approvals.decide import withdraw
+from nome_core.events import Decided, DomainEvent
+from nome_core.runs.commands import CancelRun, CreateRun, RecordStep
+from nome_core.runs.errors import RunChanged, RunEnded, RunNotFound
 from nome_core.runs.events import (
-    AgentSnapshot,
     ErrorInfo,
     RunCancelled,
     RunCompleted,
@@ -18,46 +21,72 @@ from nome_core.runs.events import (
     Usage,
 )
 from nome_core.runs.state import RunState
+from nome_core.tenants.state import TenantState
+from nome_core.threads import decide as threads
+from nome_core.threads.state import ThreadState
 
-# Credits per 1,000 tokens by tier; every run costs at least one credit.
-CREDITS_PER_1K = {"fast": 1, "standard": 2, "deep": 5}
+_INPUT_MESSAGE = uuid.UUID("5b1f3c1e-4f0e-4d5e-9c55-6e6f6d650006")
+
+
+def input_message_id(run_id: str) -> str:
+    """The id of the user message that carries a run's input into its thread."""
+    return str(uuid.uuid5(_INPUT_MESSAGE, run_id))
 
 
 def usage(tier: str, input_text: str, output_text: str) -> Usage:
     """Tokens are counted as whitespace-separated words: the same for every provider."""
     tokens_in, tokens_out = len(input_text.split()), len(output_text.split())
-    rate = CREDITS_PER_1K.get(tier, 2)
-    credits = max(1, math.ceil((tokens_in + tokens_out) * rate / 1000))
+    credits = accounts.cost(tier, tokens_in + tokens_out)
     return Usage(input_tokens=tokens_in, output_tokens=tokens_out, credits=credits)
 
 
 def create(
-    *,
-    input_text: str,
-    agent_id: str,
-    tier: str,
-    domain_hints: list[str],
-    client: Client,
-    agent: AgentSnapshot,
-    creator_roles: list[str],
-) -> list[DomainEvent]:
-    return [
-        RunCreated(
-            input=input_text,
-            agent_id=agent_id,
-            tier=tier,
-            domain_hints=domain_hints,
-            client=client,
-            agent=agent,
-            creator_roles=creator_roles,
-        )
+    cmd: CreateRun,
+    thread: ThreadState | None,
+    tenant: TenantState | None,
+    account: AccountState | None,
+) -> tuple[list[DomainEvent], list[DomainEvent]]:
+    """The thread's events (the input as a user message; the run admitted or queued) and the
+    run's first event. Refused when the tenant has no credits left."""
+    accounts.check_credits(plan_of(tenant.plan if tenant else "free"), account)
+    message = threads.run_message(
+        message_id=input_message_id(cmd.run_id),
+        role="user",
+        content=cmd.input,
+        run_id=cmd.run_id,
+        client=cmd.client,
+        domain_hints=cmd.domain_hints,
+        tier=cmd.tier,
+        tools_invoked=[],
+    )
+    threads.live(thread)
+    thread_events: list[DomainEvent] = [
+        message,
+        *threads.admit_run(thread, cmd.run_id, enqueue=cmd.enqueue),
     ]
+    created = RunCreated(
+        input=cmd.input,
+        agent_id=cmd.agent_id,
+        tier=cmd.tier,
+        domain_hints=cmd.domain_hints,
+        client=cmd.client,
+        agent=cmd.agent,
+        creator_roles=cmd.creator_roles,
+    )
+    return thread_events, [created]
 
 
-def live(state: RunState | None, tenant_id: str) -> RunState:
-    if state is None or state.tenant_id != tenant_id:
+def live(state: RunState | None) -> RunState:
+    if state is None:
         raise RunNotFound()
     return state
+
+
+def record(cmd: RecordStep, state: RunState | None) -> list[Decided]:
+    """A worker's step, if the run is where the worker saw it."""
+    if state is None or state.event_count != cmd.seen:
+        raise RunChanged()
+    return list(cmd.drafts)
 
 
 def start(state: RunState, model: str) -> list[DomainEvent]:
@@ -78,26 +107,13 @@ def fail(state: RunState, code: str, message: str) -> list[DomainEvent]:
     return [RunFailed(error=ErrorInfo(code=code, message=message))]
 
 
-def cancel(
-    state: RunState | None, tenant_id: str, by: str | None, reason: str | None
-) -> list[DomainEvent | Draft]:
-    run = live(state, tenant_id)
+def cancel(cmd: CancelRun, state: RunState | None) -> list[Decided]:
+    run = live(state)
     if run.status == "cancelled":
         return []  # cancelling twice is a no-op
     if run.terminal:
         raise RunEnded(run.status)
-    # Nobody may answer a cancelled run's questions: close them with it.
-    closing: list[DomainEvent | Draft] = [
-        Draft(
-            ApprovalResolved(
-                approval_id=call.approval_id,
-                decision="denied",
-                by=by,
-                reason="the run was cancelled",
-            ),
-            call.work_item_id,
-        )
-        for call in run.calls
-        if call.approval_status == "pending" and call.approval_id is not None
+    return [
+        *withdraw(run.calls, cmd.by, "the run was cancelled"),
+        RunCancelled(by=cmd.by, reason=cmd.reason),
     ]
-    return [*closing, RunCancelled(by=by, reason=reason)]

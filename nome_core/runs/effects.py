@@ -1,77 +1,64 @@
-"""What a run's steps mean for its thread (decided together with the step, one transaction)."""
+"""What a run's steps mean beyond the run, decided with the step and appended in the same
+transaction: its answers and notes appear in its thread, its end frees the thread and
+charges the tenant's account."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nome_core.errors import Conflict
-from nome_core.eventstore import DomainEvent, Draft
+from nome_core.accounts import decide as accounts
+from nome_core.events import Decided, DomainEvent, payload
 from nome_core.runs.events import (
+    TERMINAL_EVENTS,
     MessageCompleted,
     RunCancelled,
     RunCompleted,
     RunFailed,
-    ToolCompleted,
 )
-from nome_core.runs.state import Call, RunState
-from nome_core.threads import decide as threads_decide
-from nome_core.threads.events import MessageAdded
+from nome_core.runs.state import RunState
+from nome_core.threads import decide as threads
 from nome_core.threads.state import ThreadState
+from nome_core.tools.events import ToolCompleted
+from nome_core.tools.notes import note_effects
 
 
-class RunChanged(Conflict):
-    """The run moved on since the worker read it; it must look again."""
-
-    def __init__(self) -> None:
-        super().__init__("the run changed since it was read")
+def ends(drafts: Sequence[Decided]) -> bool:
+    """Whether a step ends the run (and so touches the account)."""
+    return any(isinstance(payload(d), TERMINAL_EVENTS) for d in drafts)
 
 
-def runs_thread_effects(
-    run: RunState,
-    thread: ThreadState | None,
-    drafts: Sequence[DomainEvent | Draft],
-    tenant_id: str,
+def thread_effects(
+    run: RunState, thread: ThreadState | None, drafts: Sequence[Decided]
 ) -> list[DomainEvent]:
     events: list[DomainEvent] = []
-    live = thread is not None and not thread.deleted and thread.tenant_id == tenant_id
+    live = thread is not None and not thread.deleted
     tools_invoked = [c.tool for c in run.calls]
     for draft in drafts:
-        data = draft.data if isinstance(draft, Draft) else draft
-        match data:
+        match payload(draft):
             case MessageCompleted(message_id=message_id, role="assistant", content=content) if live:
                 events.append(
-                    MessageAdded(
+                    threads.run_message(
                         message_id=message_id,
                         role="assistant",
                         content=content,
+                        run_id=run.id,
+                        client=run.client,
                         domain_hints=run.domain_hints,
                         tier=run.tier,
                         tools_invoked=tools_invoked,
-                        episode_id=run.id,
-                        client=run.client,
                     )
                 )
             case ToolCompleted() as completed if live:
                 events.extend(note_effects(run.calls, completed, episode_id=run.id))
             case RunCompleted() | RunFailed() | RunCancelled():
-                events.extend(threads_decide.release_run(thread, run.id))
+                events.extend(threads.release_run(thread, run.id))
     return events
 
 
-def note_effects(
-    calls: Sequence[Call], completed: ToolCompleted, *, episode_id: str | None
-) -> list[DomainEvent]:
-    """A `thread.note` lands with the receipt that reports it: never twice, never lost."""
-    call = next((c for c in calls if c.call_id == completed.call_id), None)
-    receipt = completed.receipt
-    if call is None or call.tool != "thread.note" or receipt.status != "ok":
-        return []
-    return [
-        MessageAdded(
-            message_id=str(receipt.result["note_id"]),
-            role="system",
-            content=str(call.arguments.get("text", "")),
-            tools_invoked=["thread.note"],
-            episode_id=episode_id,
-        )
-    ]
+def account_effects(run: RunState, drafts: Sequence[Decided]) -> list[DomainEvent]:
+    """A completed run consumes its credits."""
+    events: list[DomainEvent] = []
+    for draft in drafts:
+        if isinstance(completed := payload(draft), RunCompleted):
+            events += accounts.consume(run.id, completed.usage.credits)
+    return events

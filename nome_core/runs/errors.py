@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nome_core.errors import Conflict, DomainError, NotFound
+from nome_core.errors import Conflict, NotFound
 
 
 class RunNotFound(NotFound):
@@ -15,8 +15,8 @@ class RunEnded(Conflict):
         super().__init__(f"the run has already ended ({status})")
 
 
-class InsufficientCredits(DomainError):
-    code = "insufficient_credits"
+class RunChanged(Conflict):
+    """The run moved on since the worker read it; it must look again."""
 
     def __init__(self) -> None:
-        super().__init__("the tenant has no credits left")
+        super().__init__("the run changed since it was read")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import msgspec
 
-from nome_core.eventstore import Client, DomainEvent, event_type
-from nome_core.tools.receipts import ToolReceipt
+from nome_core.events import Client, DomainEvent, event_type
 
 
 class AgentSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,13 +25,6 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     message: str
-
-
-class PolicyDecision(msgspec.Struct, frozen=True, kw_only=True):
-    decision: Literal["allow", "approval_required", "deny"]
-    rule: str
-    # The policy version that decided (API.md lists decision and rule; receipts need this).
-    version: int = 0
 
 
 @event_type("run.created")
@@ -69,20 +59,6 @@ class MessageCompleted(DomainEvent, frozen=True, kw_only=True, omit_defaults=Tru
     interrupted: bool = False
 
 
-@event_type("tool.called")
-class ToolCalled(DomainEvent, frozen=True, kw_only=True):
-    call_id: str
-    tool: str
-    arguments: Any
-    policy: PolicyDecision
-
-
-@event_type("tool.completed")
-class ToolCompleted(DomainEvent, frozen=True, kw_only=True):
-    call_id: str
-    receipt: ToolReceipt
-
-
 @event_type("run.completed")
 class RunCompleted(DomainEvent, frozen=True, kw_only=True):
     usage: Usage
@@ -98,3 +74,8 @@ class RunFailed(DomainEvent, frozen=True, kw_only=True):
 class RunCancelled(DomainEvent, frozen=True, kw_only=True):
     by: str | None
     reason: str | None
+
+
+# The events that end a run, one of each run.
+TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
+TERMINAL_TYPES = frozenset(e.type for e in TERMINAL_EVENTS)

@@ -16,18 +16,14 @@ import msgspec
 
 from nome_core.approvals import decide as approvals_decide
 from nome_core.clock import Clock
-from nome_core.eventstore import DomainEvent, Draft
+from nome_core.events import Decided, Draft
 from nome_core.runs import decide
-from nome_core.runs.events import (
-    MessageCompleted,
-    MessageDelta,
-    PolicyDecision,
-    ToolCalled,
-    ToolCompleted,
-)
+from nome_core.runs.events import MessageCompleted, MessageDelta
 from nome_core.runs.scripted import ToolRequest
-from nome_core.runs.state import Call, Message, RunState
+from nome_core.runs.state import Message, RunState
+from nome_core.tools.events import PolicyDecision, ToolCalled, ToolCompleted
 from nome_core.tools.receipts import ToolReceipt
+from nome_core.tools.state import Call
 
 
 class Start(msgspec.Struct, frozen=True):
@@ -74,6 +70,10 @@ def next_step(state: RunState) -> Step:
     return ModelTurn(partial)
 
 
+class ModelError(Exception):
+    """The model failed to answer a turn; the run fails with this message."""
+
+
 class Provider(Protocol):
     """A model: one turn yields text chunks and tool requests."""
 
@@ -91,7 +91,7 @@ class Tools(Protocol):
     async def execute(self, state: RunState, call: Call) -> ToolReceipt: ...
 
 
-Record = Callable[[RunState, Sequence[DomainEvent | Draft]], Awaitable[RunState]]
+Record = Callable[[RunState, Sequence[Decided]], Awaitable[RunState]]
 
 
 class Harness:
@@ -143,11 +143,11 @@ class Harness:
         partial: Message | None,
         append: Record,
         *,
-        carry: Sequence[DomainEvent | Draft] = (),
+        carry: Sequence[Decided] = (),
     ) -> RunState:
         pending_carry = list(carry)
 
-        async def record(seen: RunState, drafts: Sequence[DomainEvent | Draft]) -> RunState:
+        async def record(seen: RunState, drafts: Sequence[Decided]) -> RunState:
             nonlocal pending_carry
             drafts, pending_carry = [*pending_carry, *drafts], []
             return await append(seen, drafts)
@@ -193,7 +193,7 @@ class Harness:
         if pending:
             state = await record(state, [_delta(message_id, pending, work_item)])
             text += pending
-        drafts: list[DomainEvent | Draft] = []
+        drafts: list[Decided] = []
         if text:
             drafts.append(
                 Draft(
@@ -207,10 +207,8 @@ class Harness:
             drafts.extend(decide.complete(state, text))
         return await record(state, drafts)
 
-    async def _calls(
-        self, state: RunState, requests: list[ToolRequest]
-    ) -> list[DomainEvent | Draft]:
-        drafts: list[DomainEvent | Draft] = []
+    async def _calls(self, state: RunState, requests: list[ToolRequest]) -> list[Decided]:
+        drafts: list[Decided] = []
         counts: dict[str, int] = {}
         for call in state.calls:
             counts[call.tool] = counts.get(call.tool, 0) + 1

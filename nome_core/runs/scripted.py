@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from nome_core.runs.state import RunState
+from nome_core.values import SCRIPTED_MODEL
 
-MODEL = "scripted-1"
+MODEL = SCRIPTED_MODEL
 
 
 class ToolRequest:

@@ -2,46 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Final, Literal, get_args
 
 import msgspec
 
 from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
-from nome_core.eventstore import Client, Event
+from nome_core.approvals.state import evolve_calls
+from nome_core.events import Client, Event
 from nome_core.runs.events import (
     AgentSnapshot,
     ErrorInfo,
     MessageCompleted,
     MessageDelta,
-    PolicyDecision,
     RunCancelled,
     RunCompleted,
     RunCreated,
     RunFailed,
     RunStarted,
-    ToolCalled,
-    ToolCompleted,
     Usage,
 )
-from nome_core.tools.receipts import ToolReceipt
+from nome_core.tools.events import ToolCalled, ToolCompleted
+from nome_core.tools.state import Call
 
-Status = Literal["pending", "active", "completed", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-
-
-class Call(msgspec.Struct, frozen=True, kw_only=True):
-    """One tool call of the run and, once done, its receipt."""
-
-    call_id: str
-    work_item_id: str | None
-    tool: str
-    arguments: Any
-    policy: PolicyDecision
-    receipt: ToolReceipt | None = None
-    approval_id: str | None = None
-    approval_tier: str | None = None
-    approval_status: str | None = None  # pending, approved, denied, expired
-    approval_expires_at: str | None = None
+RunStatus = Literal["pending", "active", "completed", "failed", "cancelled"]
+RUN_STATUSES: Final[tuple[RunStatus, ...]] = get_args(RunStatus)
+TERMINAL: Final[frozenset[RunStatus]] = frozenset({"completed", "failed", "cancelled"})
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,7 +50,7 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     agent: AgentSnapshot
     creator_roles: list[str]
     created_at: str
-    status: Status = "pending"
+    status: RunStatus = "pending"
     started_at: str | None = None
     ended_at: str | None = None
     model: str | None = None
@@ -146,40 +131,3 @@ def _with_message(
             return msgspec.structs.replace(state, messages=messages)
     new = Message(message_id=message_id, work_item_id=work_item_id, text=text, completed=completed)
     return msgspec.structs.replace(state, messages=(*state.messages, new))
-
-
-def _with_call(calls: tuple[Call, ...], call_id: str, **changes: Any) -> tuple[Call, ...]:
-    return tuple(
-        msgspec.structs.replace(c, **changes) if c.call_id == call_id else c for c in calls
-    )
-
-
-def evolve_calls(calls: tuple[Call, ...], event: Event) -> tuple[Call, ...]:
-    """Tool calls and their approvals, as runs and direct calls both record them."""
-    match event.data:
-        case ToolCalled() as called:
-            call = Call(
-                call_id=called.call_id,
-                work_item_id=event.work_item_id,
-                tool=called.tool,
-                arguments=called.arguments,
-                policy=called.policy,
-            )
-            return (*calls, call)
-        case ApprovalRequested() as requested:
-            return _with_call(
-                calls,
-                requested.call_id,
-                approval_id=requested.approval_id,
-                approval_tier=requested.tier,
-                approval_status="pending",
-                approval_expires_at=requested.expires_at,
-            )
-        case ApprovalResolved(approval_id=approval_id, decision=decision):
-            waiting = next((c for c in calls if c.approval_id == approval_id), None)
-            if waiting is None:
-                return calls
-            return _with_call(calls, waiting.call_id, approval_status=decision)
-        case ToolCompleted(call_id=call_id, receipt=receipt):
-            return _with_call(calls, call_id, receipt=receipt)
-    return calls

@@ -20,20 +20,15 @@ from typing import Any
 import msgspec
 
 from nome_core.approvals.events import ApprovalResolved
-from nome_core.eventstore import DomainEvent, Draft, Event, Head, Meta, seal
+from nome_core.events import Decided, Draft, Event, Head, Meta, seal
 from nome_core.runs import scripted
-from nome_core.runs.events import (
-    MessageCompleted,
-    PolicyDecision,
-    RunCancelled,
-    RunFailed,
-    ToolCalled,
-    ToolCompleted,
-)
+from nome_core.runs.events import MessageCompleted, RunCancelled, RunFailed
 from nome_core.runs.harness import Harness, Provider, Wait, next_step
 from nome_core.runs.scripted import ToolRequest
-from nome_core.runs.state import Call, RunState, evolve
+from nome_core.runs.state import RunState, evolve
+from nome_core.tools.events import PolicyDecision, ToolCalled, ToolCompleted
 from nome_core.tools.receipts import ToolReceipt
+from nome_core.tools.state import Call
 
 _ID_KEYS = frozenset(
     {"message_id", "call_id", "work_item_id", "id", "run_id", "note_id", "approval_id"}
@@ -164,7 +159,7 @@ async def verify(events: Sequence[Event]) -> Verdict:
 
     latest = state
 
-    async def record(seen: RunState, drafts: Sequence[DomainEvent | Draft]) -> RunState:
+    async def record(seen: RunState, drafts: Sequence[Decided]) -> RunState:
         nonlocal head
         sealed = seal(
             drafts,
@@ -205,7 +200,10 @@ async def verify(events: Sequence[Event]) -> Verdict:
             if not isinstance(next_step(state), Wait):
                 break
             # A person (or the expiry job) answered: feed the recorded answer back in.
-            waiting = next(c for c in state.calls if c.approval_status == "pending")
+            waiting = next((c for c in state.calls if c.approval_status == "pending"), None)
+            if waiting is None:
+                # Withdrawn without a receipt: the run was cancelled while it waited.
+                break
             asked = [c for c in state.calls if c.approval_id is not None]
             index = asked.index(waiting)
             if index >= len(resolutions):
@@ -228,7 +226,7 @@ async def verify(events: Sequence[Event]) -> Verdict:
     return Verdict(deterministic=True, events_compared=len(events), divergence=None)
 
 
-def _close_partial(state: RunState) -> list[DomainEvent | Draft]:
+def _close_partial(state: RunState) -> list[Decided]:
     partial = next((m for m in state.messages if not m.completed), None)
     if partial is None:
         raise _Diverged()
@@ -240,8 +238,8 @@ def _close_partial(state: RunState) -> list[DomainEvent | Draft]:
 
 def _answer(
     call: Call, resolution: ApprovalResolved, refusals: dict[str | None, ToolReceipt]
-) -> list[DomainEvent | Draft]:
-    drafts: list[DomainEvent | Draft] = [
+) -> list[Decided]:
+    drafts: list[Decided] = [
         Draft(msgspec.structs.replace(resolution, approval_id=call.approval_id), call.work_item_id)
     ]
     refusal = refusals.get(resolution.approval_id)

@@ -6,7 +6,7 @@ import uuid
 
 import msgspec
 
-from nome_core.eventstore import Event
+from nome_core.events import Event
 from nome_core.tenants.events import TenantCreated
 
 # Tenant ids derive from names, so two processes creating "acme" at once collide on the

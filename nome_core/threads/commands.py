@@ -1,65 +1,41 @@
-"""Thread commands."""
+"""Thread commands: what a client can ask of a thread."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from nome_core.commands import Actor, CommandBus, Outcome
-from nome_core.threads import decide as threads_decide
-from nome_core.threads import state as threads_state
+from nome_core.bus import Command
+from nome_core.events import Client
 
 
-class ThreadCommands(CommandBus):
-    """Threads and their messages."""
+class CreateThread(Command, frozen=True, kw_only=True):
+    thread_id: str
+    title: str
+    metadata: dict[str, str]
 
-    async def create_thread(
-        self, actor: Actor, title: str, metadata: dict[str, str]
-    ) -> Outcome[threads_state.ThreadState | None]:
-        thread_id = self.clock.new_id()
-        return await self.execute(
-            thread_id,
-            threads_state.evolve,
-            lambda _: threads_decide.create(title, metadata),
-            actor,
-            new=True,
-            thread_id=thread_id,
-        )
 
-    async def rename_thread(
-        self, actor: Actor, thread_id: str, title: str
-    ) -> Outcome[threads_state.ThreadState | None]:
-        return await self.execute(
-            thread_id,
-            threads_state.evolve,
-            lambda state: threads_decide.rename(state, actor.tenant_id, title),
-            actor,
-            thread_id=thread_id,
-        )
+class RenameThread(Command, frozen=True, kw_only=True):
+    thread_id: str
+    title: str
 
-    async def delete_thread(
-        self, actor: Actor, thread_id: str
-    ) -> Outcome[threads_state.ThreadState | None]:
-        return await self.execute(
-            thread_id,
-            threads_state.evolve,
-            lambda state: threads_decide.delete(state, actor.tenant_id),
-            actor,
-            thread_id=thread_id,
-        )
 
-    async def add_message(
-        self, actor: Actor, thread_id: str, **message: Any
-    ) -> Outcome[threads_state.ThreadState | None]:
-        message_id = self.clock.new_id()
-        return await self.execute(
-            thread_id,
-            threads_state.evolve,
-            lambda state: threads_decide.add_message(
-                state, actor.tenant_id, message_id=message_id, **message
-            ),
-            actor,
-            thread_id=thread_id,
-        )
+class DeleteThread(Command, frozen=True, kw_only=True):
+    thread_id: str
 
-    def thread(self, thread_id: str) -> threads_state.ThreadState | None:
-        return self.load(thread_id, threads_state.evolve).state
+
+# Assistant and tool messages come only from runs.
+ClientRole = Literal["user", "system"]
+
+
+class AddMessage(Command, frozen=True, kw_only=True):
+    """A message from a client."""
+
+    thread_id: str
+    message_id: str
+    role: ClientRole
+    content: str
+    attributes: dict[str, str]
+    client: Client | None = None
+
+
+ThreadCommand = CreateThread | RenameThread | DeleteThread | AddMessage

@@ -1,8 +1,18 @@
-"""Thread commands: validate against the state, answer with events."""
+"""Thread decisions: a client's commands, and what runs decide about their thread."""
 
 from __future__ import annotations
 
-from nome_core.eventstore import Client, DomainEvent
+from collections.abc import Sequence
+
+from nome_core.bus import Aggregate
+from nome_core.events import Client, DomainEvent
+from nome_core.threads.commands import (
+    AddMessage,
+    CreateThread,
+    DeleteThread,
+    RenameThread,
+    ThreadCommand,
+)
 from nome_core.threads.errors import RunInProgress, ThreadNotFound
 from nome_core.threads.events import (
     MessageAdded,
@@ -13,66 +23,77 @@ from nome_core.threads.events import (
     ThreadDeleted,
     ThreadRenamed,
 )
-from nome_core.threads.state import ThreadState
+from nome_core.threads.state import ThreadState, evolve
 
 
-def live(state: ThreadState | None, tenant_id: str) -> ThreadState:
-    """The thread, if it exists for this tenant and is not deleted."""
-    if state is None or state.deleted or state.tenant_id != tenant_id:
+def live(state: ThreadState | None) -> ThreadState:
+    """The thread, if it exists (for this tenant: the bus hides others') and is not deleted."""
+    if state is None or state.deleted:
         raise ThreadNotFound()
     return state
 
 
-def create(title: str, metadata: dict[str, str]) -> list[DomainEvent]:
-    return [ThreadCreated(title=title, metadata=metadata)]
+def decide(cmd: ThreadCommand, state: ThreadState | None) -> list[DomainEvent]:
+    match cmd:
+        case CreateThread(title=title, metadata=metadata):
+            return [ThreadCreated(title=title, metadata=metadata)]
+        case RenameThread(title=title):
+            return [] if live(state).title == title else [ThreadRenamed(title=title)]
+        case DeleteThread():
+            live(state)
+            return [ThreadDeleted()]
+        case AddMessage() as add:
+            live(state)
+            return [
+                MessageAdded(
+                    message_id=add.message_id,
+                    role=add.role,
+                    content=add.content,
+                    client=add.client,
+                    attributes=add.attributes,
+                )
+            ]
 
 
-def rename(state: ThreadState | None, tenant_id: str, title: str) -> list[DomainEvent]:
-    if live(state, tenant_id).title == title:
-        return []
-    return [ThreadRenamed(title=title)]
+THREADS: Aggregate[ThreadState, ThreadCommand] = Aggregate(
+    evolve=evolve,
+    decide=decide,
+    stream_of=lambda cmd: cmd.thread_id,
+    creates=lambda cmd: isinstance(cmd, CreateThread),
+    thread_of=lambda cmd: cmd.thread_id,
+)
 
 
-def delete(state: ThreadState | None, tenant_id: str) -> list[DomainEvent]:
-    live(state, tenant_id)
-    return [ThreadDeleted()]
+# -- what runs decide about their thread --------------------------------------------------
 
 
-def add_message(
-    state: ThreadState | None,
-    tenant_id: str,
+def run_message(
     *,
     message_id: str,
     role: str,
     content: str,
-    client: Client | None = None,
-    attributes: dict[str, str] | None = None,
-    domain_hints: list[str] | None = None,
-    tier: str | None = None,
-    tools_invoked: list[str] | None = None,
-    episode_id: str | None = None,
-) -> list[DomainEvent]:
-    live(state, tenant_id)
-    return [
-        MessageAdded(
-            message_id=message_id,
-            role=role,
-            content=content,
-            client=client,
-            attributes=attributes or {},
-            domain_hints=domain_hints or [],
-            tier=tier,
-            tools_invoked=tools_invoked or [],
-            episode_id=episode_id,
-        )
-    ]
+    run_id: str,
+    client: Client | None,
+    domain_hints: Sequence[str],
+    tier: str,
+    tools_invoked: Sequence[str],
+) -> MessageAdded:
+    """A message a run adds to its thread (its input, its answer), labelled with the run."""
+    return MessageAdded(
+        message_id=message_id,
+        role=role,
+        content=content,
+        client=client,
+        domain_hints=list(domain_hints),
+        tier=tier,
+        tools_invoked=list(tools_invoked),
+        episode_id=run_id,
+    )
 
 
-def start_run(
-    state: ThreadState | None, tenant_id: str, run_id: str, *, enqueue: bool
-) -> list[DomainEvent]:
+def admit_run(state: ThreadState | None, run_id: str, *, enqueue: bool) -> list[DomainEvent]:
     """Admit a run as the thread's active run, or queue it behind the active one."""
-    thread = live(state, tenant_id)
+    thread = live(state)
     if thread.active_run_id is None:
         return [RunAdmitted(run_id=run_id)]
     if not enqueue:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nome_core.eventstore import Client, DomainEvent, event_type
+from nome_core.events import Client, DomainEvent, event_type
 
 
 @event_type("thread.created")

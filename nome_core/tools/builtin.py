@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 
+from nome_core.errors import Invalid
+
 
 class ClockNowArgs(msgspec.Struct, forbid_unknown_fields=True):
     pass
@@ -27,50 +29,63 @@ class HttpFetchArgs(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What a caller and a model know of a tool: its contract, not how it runs."""
+
     name: str
     description: str
-    arguments: type[msgspec.Struct]
+    input_schema: dict[str, Any]
     dangerous: bool = False
-    source: str = "builtin"  # or "package:<name>"
+    # "builtin", or "package:<name>@<version>" for a package's tool.
+    source: str = "builtin"
 
-    def input_schema(self) -> dict[str, Any]:
-        """A self-contained object schema: msgspec answers with a `$ref` into `$defs`, which
-        function-calling APIs refuse at the top level."""
-        schema = msgspec.json.schema(self.arguments)
-        return dict(schema["$defs"][self.arguments.__name__])
+
+def _object_schema(arguments: type[msgspec.Struct]) -> dict[str, Any]:
+    """A self-contained object schema: msgspec answers with a `$ref` into `$defs`, which
+    function-calling APIs refuse at the top level."""
+    schema = msgspec.json.schema(arguments)
+    return dict(schema["$defs"][arguments.__name__])
+
+
+BUILTIN_ARGUMENTS: dict[str, type[msgspec.Struct]] = {
+    "clock.now": ClockNowArgs,
+    "math.evaluate": MathEvaluateArgs,
+    "thread.note": ThreadNoteArgs,
+    "http.fetch": HttpFetchArgs,
+}
+
+
+def _builtin(name: str, description: str, *, dangerous: bool = False) -> ToolSpec:
+    return ToolSpec(
+        name=name,
+        description=description,
+        input_schema=_object_schema(BUILTIN_ARGUMENTS[name]),
+        dangerous=dangerous,
+    )
 
 
 BUILTIN_TOOLS: dict[str, ToolSpec] = {
     spec.name: spec
     for spec in (
-        ToolSpec(name="clock.now", description="The current UTC time.", arguments=ClockNowArgs),
-        ToolSpec(
-            name="math.evaluate",
-            description="Evaluate an arithmetic expression (+ - * / // % ** and parentheses).",
-            arguments=MathEvaluateArgs,
+        _builtin("clock.now", "The current UTC time."),
+        _builtin(
+            "math.evaluate",
+            "Evaluate an arithmetic expression (+ - * / // % ** and parentheses).",
         ),
-        ToolSpec(
-            name="thread.note",
-            description="Add a system note to the run's thread.",
-            arguments=ThreadNoteArgs,
-        ),
-        ToolSpec(
-            name="http.fetch",
-            description="GET a public URL; the body is cut at 256 KiB.",
-            arguments=HttpFetchArgs,
-            dangerous=True,
-        ),
+        _builtin("thread.note", "Add a system note to the run's thread."),
+        _builtin("http.fetch", "GET a public URL; the body is cut at 256 KiB.", dangerous=True),
     )
 }
 
 
-class ArgumentsInvalid(ValueError):
-    """The model's arguments do not fit the tool's schema; the model sees an error receipt."""
+class ArgumentsInvalid(Invalid):
+    """The arguments do not fit the tool's schema: a direct caller gets a 422, a model an
+    `error` receipt."""
 
 
-def check_arguments(spec: ToolSpec, arguments: Any) -> msgspec.Struct:
+def check_arguments(name: str, arguments: Any) -> msgspec.Struct:
+    """A built-in tool's arguments as its typed Struct."""
     try:
-        return msgspec.convert(arguments, spec.arguments)
+        return msgspec.convert(arguments, BUILTIN_ARGUMENTS[name])
     except msgspec.ValidationError as exc:
         raise ArgumentsInvalid(str(exc)) from None
 
@@ -92,6 +107,8 @@ _MAX_MAGNITUDE = 10**100
 
 
 class MathError(ValueError):
+    """An expression math.evaluate refuses or cannot compute."""
+
     pass
 
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from nome_core.eventstore import sha256_hex
+from nome_core.events import sha256_hex
 
 ReceiptStatus = Literal["ok", "error", "denied", "skipped", "queued"]
 

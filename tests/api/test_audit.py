@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -13,26 +14,37 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from nome_api.keyring import keyring_for
 from nome_api.routes.audit import PAGE
-from nome_core.audit import ChainVerifier
-from nome_core.clock import SystemClock
-from nome_core.eventstore import (
-    Event,
-    EventStore,
-    Head,
-    Meta,
-    decode_stored,
-    envelope_json,
-    seal,
-    tenant_of,
+from nome_core.audit import (
+    ChainVerifier,
+    ExportVerifier,
+    key_id,
+    load_public_key,
+    public_key_text,
 )
+from nome_core.clock import SystemClock
+from nome_core.events import Event, Head, Meta, seal
 from nome_core.runs.events import MessageDelta
+from nome_core.storage.rows import decode_stored, envelope_json, tenant_of
+from nome_core.storage.store import EventStore
 from nome_core.tenants.state import tenant_id_for
 from tests.api.asgi import call_app
 from tests.api.test_errors import assert_error
 from tests.conftest import PG_URL, Api, auth
-from tests.unit.test_audit_offline import flip, nome, run_recipe, successors
+from tests.support.log import scan
+from tests.unit.test_audit_offline import (
+    OTHER_KEY,
+    edited,
+    flip,
+    nome,
+    resigned,
+    run_checkpoint_recipe,
+    run_recipe,
+    successors,
+)
 
 CHAT = 'hi\n/tool math.evaluate {"expression": "1+2"}'
 ACME = tenant_id_for("acme")
@@ -72,17 +84,20 @@ async def verify(api: Api, key: str, **params: Any) -> dict[str, Any]:
 
 
 def lines_of(response: httpx.Response) -> list[bytes]:
+    """The envelope lines of an export, once its last line is seen to be the checkpoint."""
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/x-ndjson")
     assert response.content == b"" or response.content.endswith(b"\n")
-    return response.content.splitlines()
+    *envelopes, checkpoint = response.content.splitlines()
+    assert checkpoint.startswith(b'{"checkpoint":'), checkpoint[:200]
+    return envelopes
 
 
 def stored_lines(store: EventStore, tenant_id: str, until: int) -> list[bytes]:
     """What the export must be: every envelope of the tenant, straight from the log."""
     return [
         envelope_json(decode_stored(row.state), row.position)
-        for row in store.scan(upto=until)
+        for row in scan(store, upto=until)
         if tenant_of(row.state) == tenant_id
     ]
 
@@ -96,6 +111,33 @@ def offline(lines: list[bytes]) -> ChainVerifier:
 
 def stream_of(line: bytes) -> str:
     return str(json.loads(line)["stream_id"])
+
+
+def cli_env(api: Api) -> dict[str, str]:
+    """What `nome audit export` needs to export what the app serves, signed as it signs."""
+    settings = api.runtime.settings
+    assert settings.secret_key is not None
+    return {
+        "NOME_DATABASE_URL": settings.database_url,
+        "NOME_DATABASE_SCHEMA": settings.database_schema or "",
+        "NOME_SECRET_KEY": settings.secret_key,
+    }
+
+
+async def public_key(api: Api, key: str) -> Ed25519PublicKey:
+    response = await api.client.get("/v1/audit/public-key", headers=auth(key))
+    assert response.status_code == 200, response.text
+    return load_public_key(response.text)
+
+
+def check_export(
+    lines: list[bytes], key: Ed25519PublicKey | None, *, partial: bool = False
+) -> ExportVerifier:
+    verifier = ExportVerifier(partial=partial, public_key=key)
+    for number, line in enumerate(lines, 1):
+        verifier.feed_line(line, line=number)
+    verifier.finish()
+    return verifier
 
 
 async def test_an_export_of_threads_messages_and_runs_with_tool_calls_verifies_online_and_offline(
@@ -357,11 +399,7 @@ async def test_the_cli_export_writes_the_same_bytes_as_the_route(api: Api, tmp_p
     admin = await seed(api)
     response = await export(api, admin)
     until = response.headers["x-nome-position"]
-    settings = api.runtime.settings
-    env = {
-        "NOME_DATABASE_URL": settings.database_url,
-        "NOME_DATABASE_SCHEMA": settings.database_schema or "",
-    }
+    env = cli_env(api)
     out = tmp_path / "acme.ndjson"
 
     done = nome("audit", "export", "--out", str(out), "--tenant", "acme", "--until", until, env=env)
@@ -369,7 +407,7 @@ async def test_the_cli_export_writes_the_same_bytes_as_the_route(api: Api, tmp_p
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == response.content
     assert not (tmp_path / "acme.ndjson.partial").exists()
-    count = len(response.content.splitlines())
+    count = len(lines_of(response))
     assert done.stdout.splitlines()[-1] == (
         f"exported {count} events of tenant {ACME} (positions 1..{until}) to {out}"
     )
@@ -403,6 +441,150 @@ async def test_the_cli_export_writes_the_same_bytes_as_the_route(api: Api, tmp_p
     negative = nome("audit", "export", "--out", str(tmp_path / "x"), "--after", "-1", env=env)
     assert negative.returncode == 2 and "after" in negative.stderr
     assert not (tmp_path / "x").exists()
+
+
+async def test_every_export_ends_with_a_checkpoint_signed_with_the_deployments_key(
+    api: Api,
+) -> None:
+    await seed(api)
+    auditor = await api.key("acme", ("auditor",))
+
+    response = await export(api, auditor)
+
+    lines = lines_of(response)
+    envelopes = [json.loads(line) for line in lines]
+    heads = {e["stream_id"]: (e["seq"], e["receipt"]["hash"]) for e in envelopes}
+    listed = "".join(f"{s} {seq} {h}\n" for s, (seq, h) in sorted(heads.items()))
+    until = int(response.headers["x-nome-position"])
+    document = json.loads(response.content.splitlines()[-1])
+    assert document["checkpoint"] == {
+        "version": 1,
+        "tenant_id": ACME,
+        "filter": {"after": 0, "until": until, "stream_id": None, "types": None},
+        "events": len(lines),
+        "streams": len(heads),
+        "last_position": envelopes[-1]["position"],
+        "heads": "sha256:" + hashlib.sha256(listed.encode()).hexdigest(),
+    }
+    key = await public_key(api, auditor)
+    verifier = check_export(response.content.splitlines(), key)
+    assert verifier.ok, verifier.problems
+    assert verifier.signed_by == document["signature"]["key_id"] == key_id(key)
+    # The server's own check of the log counts what the checkpoint records.
+    report = await verify(api, auditor)
+    assert (report["events_checked"], report["streams_checked"]) == (len(lines), len(heads))
+    # Repeated, the export is the same bytes, signature included.
+    assert (await export(api, auditor, until=until)).content == response.content
+
+
+async def test_a_cut_or_forged_real_export_fails_offline_and_an_untouched_one_passes(
+    api: Api, tmp_path: Path
+) -> None:
+    await seed(api)
+    auditor = await api.key("acme", ("auditor",))
+    response = await export(api, auditor)
+    key = await public_key(api, auditor)
+    path, key_file = tmp_path / "export.ndjson", tmp_path / "key.json"
+    key_file.write_text(json.dumps({"public_key": public_key_text(key)}))
+    *envelopes, checkpoint = response.content.splitlines()
+    dropped_stream = stream_of(envelopes[-1])
+    other_key = key_id(OTHER_KEY.public_key())
+    cases = {
+        "untouched": (response.content.splitlines(), None),
+        "last event line dropped": (
+            [*envelopes[:-1], checkpoint],
+            f"{len(envelopes) - 1} events where the checkpoint records {len(envelopes)}",
+        ),
+        "checkpoint dropped": (envelopes, "no checkpoint: the export may have been cut short"),
+        "whole stream dropped": (
+            [line for line in envelopes if stream_of(line) != dropped_stream] + [checkpoint],
+            "streams where the checkpoint records",
+        ),
+        "count edited": (
+            [*envelopes, edited(checkpoint, events=len(envelopes) + 1)],
+            "the signature does not verify under the given key",
+        ),
+        "re-signed with another key": (
+            [*envelopes[:-1], resigned(checkpoint, OTHER_KEY, events=len(envelopes) - 1)],
+            f"signed by key {other_key}, not by the given key {key_id(key)}",
+        ),
+    }
+    for name, (lines, complaint) in cases.items():
+        verifier = check_export(lines, key)
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        done = nome("audit", "verify", str(path), "--public-key", str(key_file))
+        if complaint is None:
+            assert verifier.ok, verifier.problems
+            assert done.returncode == 0, done.stdout
+            assert run_checkpoint_recipe(path, public_key_text(key)).returncode == 0
+            continue
+        assert any(complaint in p.reason for p in verifier.problems), (name, verifier.problems)
+        assert done.returncode == 1, (name, done.stdout)
+        assert complaint in done.stdout, (name, done.stdout)
+        assert run_checkpoint_recipe(path, public_key_text(key)).returncode != 0, name
+
+
+async def test_http_and_cli_exports_of_one_snapshot_end_with_the_same_checkpoint(
+    api: Api, tmp_path: Path
+) -> None:
+    admin = await seed(api)
+    everything = [json.loads(line) for line in lines_of(await export(api, admin))]
+    run = next(e for e in everything if e["type"] == "run.created")["stream_id"]
+    after = everything[3]["position"]
+    key = public_key_text(await public_key(api, admin))
+    out = tmp_path / "cli.ndjson"
+    for params, flags, partial in [
+        ({}, [], False),
+        ({"stream_id": run}, ["--stream-id", run], False),
+        ({"types": "tool.called,run.created"}, ["--types", "tool.called,run.created"], True),
+        ({"after": after}, ["--after", str(after)], True),
+    ]:
+        response = await export(api, admin, **params)
+        until = response.headers["x-nome-position"]
+
+        done = nome(
+            "audit", "export", "--out", str(out), "--tenant", "acme", "--until", until, *flags,
+            env=cli_env(api),
+        )  # fmt: skip
+
+        assert done.returncode == 0, done.stderr
+        assert out.read_bytes().splitlines()[-1] == response.content.splitlines()[-1]
+        assert out.read_bytes() == response.content
+        # A filtered export carries a checkpoint over what it holds.
+        checkpoint = json.loads(response.content.splitlines()[-1])["checkpoint"]
+        assert checkpoint["events"] == len(lines_of(response))
+        check = ["--partial"] if partial else []
+        verified = nome("audit", "verify", *check, "--public-key", key, str(out))
+        assert verified.returncode == 0, verified.stdout
+
+
+async def test_the_public_key_route_gives_the_deployments_key_to_auditors_and_admins_only(
+    api: Api,
+) -> None:
+    expected = keyring_for(api.runtime.settings).audit_public_key
+    for role, allowed in [
+        ("viewer", False),
+        ("member", False),
+        ("operator", False),
+        ("auditor", True),
+        ("admin", True),
+    ]:
+        key = await api.key("acme", (role,))
+        response = await api.client.get("/v1/audit/public-key", headers=auth(key))
+        if not allowed:
+            assert_error(response, 403, "forbidden")
+            continue
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "alg": "Ed25519",
+            "key_id": key_id(expected),
+            "public_key": public_key_text(expected),
+        }
+    assert_error(await api.client.get("/v1/audit/public-key"), 401, "unauthorized")
+    # The answer is the public half only: the secret it is derived from never leaves.
+    secret = api.runtime.settings.secret_key
+    assert secret is not None
+    assert secret not in response.text
 
 
 TEXT = "The quick brown fox jumps over the lazy dog; naïve café, 0.1 + 0.2. " * 5
@@ -471,7 +653,7 @@ async def test_an_export_of_100000_events_streams_in_constant_memory(api: Api) -
     await asyncio.to_thread(insert_events, store, ACME)
     inserted_s = time.perf_counter() - started
     head = store.head()
-    expected = sum(1 for row in store.scan(upto=head) if tenant_of(row.state) == ACME)
+    expected = sum(1 for row in scan(store, upto=head) if tenant_of(row.state) == ACME)
     assert expected >= EVENTS
     # Let the projector finish with the new events, so only the export allocates below.
     deadline = time.monotonic() + 180
@@ -480,10 +662,13 @@ async def test_an_export_of_100000_events_streams_in_constant_memory(api: Api) -
         assert time.monotonic() < deadline, "the projector did not catch up"
         await asyncio.sleep(0.05)
 
-    seen = {"lines": 0, "bytes": 0, "first": b"", "last": b""}
+    seen = {"lines": 0, "bytes": 0, "first": b"", "last": b"", "checkpoint": b""}
 
     def consume(chunk: bytes) -> None:
         # Counted and dropped, as a client writing to a socket or a file would.
+        if chunk.startswith(b'{"checkpoint":'):  # the last chunk, a line of its own
+            seen["checkpoint"] = chunk
+            return
         if not seen["first"]:
             seen["first"] = chunk[: chunk.index(b"\n")]
         seen["lines"] += chunk.count(b"\n")
@@ -519,6 +704,10 @@ async def test_an_export_of_100000_events_streams_in_constant_memory(api: Api) -
     assert seen["lines"] == expected
     assert json.loads(seen["first"])["tenant_id"] == ACME
     assert json.loads(seen["last"])["position"] == head
+    checkpoint = json.loads(seen["checkpoint"])["checkpoint"]
+    assert checkpoint["events"] == expected
+    assert checkpoint["streams"] >= EVENTS // PER_STREAM  # and the tenant's own, and its key's
+    assert checkpoint["last_position"] == head
     assert answer.chunks >= EVENTS // PAGE
     # The bound is well below the export's size, so holding the export would fail it.
     assert seen["bytes"] > 2 * MEMORY_BOUND

@@ -12,13 +12,19 @@ BEARER_GARBAGE = "Bearer nome_sk_" + "A" * 43  # well formed, but no such key
 
 
 def assert_error(
-    response: httpx.Response, status: int, code: str, *, issues: bool = False
+    response: httpx.Response,
+    status: int,
+    code: str,
+    *,
+    issues: bool = False,
+    details: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The response is the contract's error: status, JSON content type, exact body keys."""
+    """The response is the contract's error: status, JSON content type, exact body keys
+    (with `details`, the keys a code adds, such as 402's `required` and `available`)."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].split(";")[0] == "application/json"
     body: dict[str, Any] = response.json()
-    expected = {"error", "code", "request_id"} | ({"issues"} if issues else set())
+    expected = {"error", "code", "request_id"} | ({"issues"} if issues else set()) | details
     assert set(body) == expected, body
     assert body["code"] == code
     assert isinstance(body["error"], str) and body["error"]

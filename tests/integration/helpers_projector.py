@@ -14,7 +14,7 @@ import threading
 
 import redis
 
-from nome_core.eventstore import EventStore
+from nome_core.storage.store import EventStore
 from projections.engine import ProjectionRunner
 from projections.registry import ReadModels
 

@@ -7,6 +7,7 @@ import asyncio
 from nome_api.runtime import Runtime
 from nome_api.settings import Settings
 from nome_core.keys import secrets as key_secrets
+from tests.support.log import scan
 
 KEY = "nome_sk_" + "k" * 43
 
@@ -20,7 +21,7 @@ async def test_processes_starting_together_make_one_tenant_and_one_bootstrap_key
     try:
         await asyncio.gather(*(r.bootstrap_admin(KEY) for r in runtimes))
         await asyncio.gather(*(r.bootstrap_admin(KEY) for r in runtimes))  # a restart
-        rows = list(runtimes[0].store.scan())
+        rows = list(scan(runtimes[0].store))
     finally:
         for runtime in runtimes:
             runtime.writer.stop()

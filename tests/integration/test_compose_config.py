@@ -156,6 +156,16 @@ def test_the_api_takes_the_bootstrap_admin_key_from_the_host() -> None:
     assert environment("api")["NOME_BOOTSTRAP_ADMIN_KEY"] == "${NOME_BOOTSTRAP_ADMIN_KEY:-}"
 
 
+@pytest.mark.parametrize("service", ["migrate", *ROLES])
+def test_every_nome_service_refuses_to_start_without_the_secret_key_from_the_host(
+    service: str,
+) -> None:
+    # `${VAR:?message}`: compose stops with the message instead of starting NOME without
+    # the key; a default here would give every deployment the same signing key.
+    value = environment(service)["NOME_SECRET_KEY"]
+    assert re.fullmatch(r"\$\{NOME_SECRET_KEY:\?[^}]*NOME_SECRET_KEY[^}]*\}", value), value
+
+
 def test_only_the_api_publishes_a_port_and_it_is_8080() -> None:
     publishing = {name for name, spec in SERVICES.items() if spec.get("ports")}
     assert publishing == {"api"}

@@ -15,9 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nome_core.clock import SystemClock
-from nome_core.eventstore import EventStore, Head, Meta, Row, seal
+from nome_core.events import Head, Meta, seal
+from nome_core.storage.rows import Row
+from nome_core.storage.store import EventStore
 from nome_core.threads.events import MessageAdded
 from tests.conftest import PG_URL, unique
+from tests.support.log import scan
 
 EVENTS = 120
 
@@ -74,7 +77,7 @@ def _delete(store: EventStore, positions: set[int]) -> None:
 
 
 def _all(store: EventStore) -> list[Row]:
-    return list(store.scan(page=EVENTS * 2))
+    return list(scan(store, page=EVENTS * 2))
 
 
 def test_a_page_across_a_hole_wider_than_itself_still_holds_its_limit(store: EventStore) -> None:

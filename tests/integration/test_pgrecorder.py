@@ -11,10 +11,13 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 
 from nome_core.clock import SystemClock
 from nome_core.errors import StreamConflict
-from nome_core.eventstore import Event, EventStore, Head, Meta, decode_stored, seal, to_stored
-from nome_core.pgrecorder import ColumnArrayRecorder
+from nome_core.events import Event, Head, Meta, seal
+from nome_core.storage.pgrecorder import ColumnArrayRecorder
+from nome_core.storage.rows import decode_stored, to_stored
+from nome_core.storage.store import EventStore
 from nome_core.threads.events import MessageAdded
 from tests.conftest import PG_URL, unique
+from tests.support.log import scan
 
 
 @pytest.fixture
@@ -56,7 +59,7 @@ def test_a_batch_of_several_streams_lands_in_input_order_as_the_library_reads_it
     positions = store.insert(batch)
 
     assert positions == sorted(positions) and len(set(positions)) == len(batch)
-    rows = {row.position: row for row in store.scan()}
+    rows = {row.position: row for row in scan(store)}
     assert [decode_stored(rows[p].state).id for p in positions] == [e.id for e in batch]
     # The library's own recorder, on the same table, reads back the very stored events.
     stock = PostgresApplicationRecorder(

@@ -23,8 +23,9 @@ import redis
 
 from nome_api.settings import Settings
 from nome_core.clock import format_time
-from nome_core.eventstore import DomainEvent, Event, EventStore, Head, Meta, head_of, seal
+from nome_core.events import DomainEvent, Event, Head, Meta, head_of, seal
 from nome_core.keys.events import KeyCreated, KeyRevoked
+from nome_core.storage.store import EventStore
 from nome_core.tenants.events import TenantCreated
 from nome_core.tenants.state import tenant_id_for
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted, ThreadRenamed

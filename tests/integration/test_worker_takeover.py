@@ -23,12 +23,15 @@ import httpx
 import pytest
 import redis
 
-from nome_core.application import Actor, Application
+from nome_core.application import Actor
 from nome_core.clock import SystemClock
-from nome_core.eventstore import Draft, EventStore, Meta
+from nome_core.events import Draft, Meta
 from nome_core.runs import decide as runs_decide
 from nome_core.runs.events import MessageDelta
-from nome_core.writer import GroupCommitWriter
+from nome_core.runs.handlers import step_of
+from nome_core.runs.state import evolve as runs_evolve
+from nome_core.storage.store import EventStore
+from nome_core.storage.writer import GroupCommitWriter
 from tests.conftest import PG_URL, REDIS_URL
 from tests.integration.support.fake_openai import (
     FakeOpenAI,
@@ -44,6 +47,7 @@ from tests.integration.support.processes import (
     run_events,
 )
 from tests.integration.support.runs import TERMINAL, assert_log_invariants, messages_text
+from tests.support.app import make_app
 
 pytestmark = pytest.mark.slow
 
@@ -235,14 +239,16 @@ async def _write_dead_workers_steps(nodes: Cluster, run_id: str, text: str) -> N
     writer.start()
     try:
         clock = SystemClock()
-        app = Application(store, writer, clock)
-        state = await asyncio.to_thread(app.run, run_id)
+        app = make_app(store, writer, clock)
+        state = await asyncio.to_thread(app.bus.load, run_id, runs_evolve)
         assert state is not None and state.status == "pending"
         actor = Actor(state.tenant_id, Meta(principal="worker-dead"))
-        started = await app.record_run(actor, state, runs_decide.start(state, "scripted-1"))
+        started = await app.runs.record(
+            actor, step_of(state, runs_decide.start(state, "scripted-1"))
+        )
         assert started.state is not None
         delta = Draft(MessageDelta(message_id=clock.new_id(), text=text), clock.new_id())
-        await app.record_run(actor, started.state, [delta])
+        await app.runs.record(actor, step_of(started.state, [delta]))
     finally:
         writer.stop()
         store.close()

@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 
 from nome_api.settings import Settings
-from nome_core.application import Actor, Application
+from nome_core.application import Actor
 from nome_core.clock import SystemClock
 from nome_core.errors import StreamConflict
-from nome_core.eventstore import DomainEvent, Event, EventStore, Head, Meta, seal
+from nome_core.events import DomainEvent, Event, Head, Meta, seal
+from nome_core.storage.store import EventStore
+from nome_core.storage.writer import GroupCommitWriter
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
 from nome_core.threads.state import evolve
-from nome_core.writer import GroupCommitWriter
 from tests.conftest import PG_URL
+from tests.support.app import add_message, create_thread, fold, make_app, rename_thread
 
 ACTOR = Actor("tenant-a")
 
@@ -58,7 +60,7 @@ class Harness:
         self.store = store
         self.writer = GroupCommitWriter(store)
         self.clock = SystemClock()
-        self.app = Application(store, self.writer, self.clock)
+        self.app = make_app(store, self.writer, self.clock)
 
     def new_thread(self, title: str = "t") -> list[Event]:
         thread_id = self.clock.new_id()
@@ -111,7 +113,7 @@ async def test_concurrent_commands_commit_in_fewer_transactions_than_commands(
     harness: Harness,
 ) -> None:
     outcomes = await asyncio.gather(
-        *(harness.app.create_thread(ACTOR, f"thread {i}", {}) for i in range(200))
+        *(create_thread(harness.app, ACTOR, f"thread {i}", {}) for i in range(200))
     )
 
     positions = [p for o in outcomes for p in (e.position for e in o.events)]
@@ -122,13 +124,13 @@ async def test_concurrent_commands_commit_in_fewer_transactions_than_commands(
     assert harness.store.head() == max(positions)
     for outcome in outcomes[::40]:
         assert outcome.state is not None
-        assert harness.app.fold(outcome.state.id, evolve, upto=1) == outcome.state
+        assert fold(harness.store, outcome.state.id, evolve, upto=1) == outcome.state
 
 
 async def test_two_commands_claiming_one_stream_version_in_a_batch_let_only_the_first_win(
     harness: Harness,
 ) -> None:
-    created = await harness.app.create_thread(ACTOR, "contested", {})
+    created = await create_thread(harness.app, ACTOR, "contested", {})
     thread_id = created.events[0].stream_id
     head = Head(1, created.events[0].hash)
     first = harness.on(thread_id, head, MessageAdded(message_id="m1", role="user", content="a"))
@@ -157,7 +159,7 @@ async def test_two_commands_claiming_one_stream_version_in_a_batch_let_only_the_
 async def test_a_command_that_lost_to_the_database_does_not_fail_the_rest_of_its_batch(
     harness: Harness,
 ) -> None:
-    created = await harness.app.create_thread(ACTOR, "contested", {})
+    created = await create_thread(harness.app, ACTOR, "contested", {})
     thread_id = created.events[0].stream_id
     head = Head(1, created.events[0].hash)
     await harness.writer.append(harness.on(thread_id, head, ThreadRenamed(title="winner")))
@@ -180,21 +182,18 @@ async def test_a_command_that_lost_to_the_database_does_not_fail_the_rest_of_its
 async def test_fifty_concurrent_messages_on_one_thread_all_land_with_gapless_seqs(
     harness: Harness,
 ) -> None:
-    created = await harness.app.create_thread(ACTOR, "busy", {})
+    created = await create_thread(harness.app, ACTOR, "busy", {})
     thread_id = created.events[0].stream_id
 
     outcomes = await asyncio.gather(
-        *(
-            harness.app.add_message(ACTOR, thread_id, role="user", content=f"message {i}")
-            for i in range(50)
-        )
+        *(add_message(harness.app, ACTOR, thread_id, f"message {i}") for i in range(50))
     )
 
     stream = harness.store.load(thread_id)
     assert sorted(e.seq for o in outcomes for e in o.events) == list(range(2, 52))
     assert [e.seq for e in stream] == list(range(1, 52))
     assert contents(stream) == sorted(f"message {i}" for i in range(50))
-    state = harness.app.thread(thread_id)
+    state = harness.app.threads.get(ACTOR.tenant_id, thread_id)
     assert state is not None
     assert state.message_count == 50
 
@@ -219,12 +218,14 @@ class Rival:
 async def test_a_command_that_loses_the_race_is_decided_again_on_the_fresh_state(
     harness: Harness,
 ) -> None:
-    created = await harness.app.create_thread(ACTOR, "draft", {})
+    created = await create_thread(harness.app, ACTOR, "draft", {})
     thread_id = created.events[0].stream_id
-    harness.app.thread(thread_id)  # cached: the command starts from a state about to go stale
+    harness.app.threads.get(
+        ACTOR.tenant_id, thread_id
+    )  # cached: the command starts from a state about to go stale
     harness.store.rival = Rival(harness, thread_id, ["rival 1", "rival 2", "rival 3"])
 
-    outcome = await harness.app.add_message(ACTOR, thread_id, role="user", content="mine")
+    outcome = await add_message(harness.app, ACTOR, thread_id, "mine")
 
     assert harness.store.conflicts == 3
     assert [e.seq for e in outcome.events] == [5]
@@ -238,11 +239,11 @@ async def test_a_command_that_loses_the_race_is_decided_again_on_the_fresh_state
 async def test_a_rename_that_a_rival_already_made_appends_nothing_after_its_retry(
     harness: Harness,
 ) -> None:
-    created = await harness.app.create_thread(ACTOR, "draft", {})
+    created = await create_thread(harness.app, ACTOR, "draft", {})
     thread_id = created.events[0].stream_id
     harness.store.rival = Rival(harness, thread_id, ["final"])
 
-    outcome = await harness.app.rename_thread(ACTOR, thread_id, "final")
+    outcome = await rename_thread(harness.app, ACTOR, thread_id, "final")
 
     assert harness.store.conflicts == 1
     assert outcome.events == []
@@ -259,13 +260,11 @@ async def _contend(harness: Harness, schema: str | None, commands: int) -> list[
     other = Harness(other_store)
     other.writer.start()
     try:
-        created = await harness.app.create_thread(ACTOR, "shared", {})
+        created = await create_thread(harness.app, ACTOR, "shared", {})
         thread_id = created.events[0].stream_id
         outcomes = await asyncio.gather(
             *(
-                (harness if i % 2 else other).app.add_message(
-                    ACTOR, thread_id, role="user", content=f"message {i}"
-                )
+                add_message((harness if i % 2 else other).app, ACTOR, thread_id, f"message {i}")
                 for i in range(commands)
             ),
             return_exceptions=True,

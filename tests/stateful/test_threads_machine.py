@@ -26,12 +26,20 @@ from hypothesis.stateful import (
     rule,
 )
 
-from nome_core.application import Actor, Application
-from nome_core.eventstore import EventStore
+from nome_core.application import Actor
+from nome_core.storage.store import EventStore
+from nome_core.storage.writer import GroupCommitWriter
 from nome_core.threads.errors import ThreadNotFound
 from nome_core.threads.state import ThreadState, evolve
-from nome_core.writer import GroupCommitWriter
-from tests.fakes import StepClock
+from tests.support.app import (
+    add_message,
+    create_thread,
+    delete_thread,
+    fold,
+    make_app,
+    rename_thread,
+)
+from tests.support.fakes import StepClock
 
 TENANTS = ("tenant-a", "tenant-b")
 titles = st.sampled_from(["Plans", "Roadmap", "Grüße 👋"]) | st.text(max_size=12)
@@ -61,7 +69,7 @@ class ThreadsMachine(RuleBasedStateMachine):
         self.store = EventStore(self.url)
         self.writer = GroupCommitWriter(self.store)
         self.writer.start()
-        self.app = Application(self.store, self.writer, StepClock())
+        self.app = make_app(self.store, self.writer, StepClock())
         self.loop = asyncio.new_event_loop()
         # thread id -> modelled state, and its stream version (the number of its events).
         self.model: dict[str, dict[str, Any]] = {}
@@ -103,7 +111,7 @@ class ThreadsMachine(RuleBasedStateMachine):
         return self.create(tenant, title, meta)
 
     def create(self, tenant: str, title: str, meta: dict[str, str]) -> str:
-        outcome = self.run(self.app.create_thread(Actor(tenant), title, meta))
+        outcome = self.run(create_thread(self.app, Actor(tenant), title, meta))
         assert isinstance(outcome.state, ThreadState)
         thread_id = outcome.state.id
         assert thread_id not in self.model
@@ -130,17 +138,17 @@ class ThreadsMachine(RuleBasedStateMachine):
 
     def _rename(self, thread: str, tenant: str, title: str) -> None:
         if not self.live(thread, tenant):
-            self._expect_not_found(self.app.rename_thread(Actor(tenant), thread, title))
+            self._expect_not_found(rename_thread(self.app, Actor(tenant), thread, title))
             return
         unchanged = self.model[thread]["title"] == title
-        outcome = self.run(self.app.rename_thread(Actor(tenant), thread, title))
+        outcome = self.run(rename_thread(self.app, Actor(tenant), thread, title))
         assert len(outcome.events) == (0 if unchanged else 1)
         self.model[thread]["title"] = title
         self.record(thread, len(outcome.events))
 
     @rule(thread=threads, tenant=st.sampled_from(TENANTS), content=st.text(max_size=20))
     def add_message(self, thread: str, tenant: str, content: str) -> None:
-        command = self.app.add_message(Actor(tenant), thread, role="user", content=content)
+        command = add_message(self.app, Actor(tenant), thread, content)
         if not self.live(thread, tenant):
             self._expect_not_found(command)
             return
@@ -161,23 +169,23 @@ class ThreadsMachine(RuleBasedStateMachine):
 
     def _delete(self, thread: str, tenant: str) -> None:
         if not self.live(thread, tenant):
-            self._expect_not_found(self.app.delete_thread(Actor(tenant), thread))
+            self._expect_not_found(delete_thread(self.app, Actor(tenant), thread))
             return
-        outcome = self.run(self.app.delete_thread(Actor(tenant), thread))
+        outcome = self.run(delete_thread(self.app, Actor(tenant), thread))
         assert len(outcome.events) == 1
         self.model[thread]["deleted"] = True
         self.record(thread, 1)
 
     @rule(tenant=st.sampled_from(TENANTS), title=titles)
     def rename_a_thread_that_never_existed(self, tenant: str, title: str) -> None:
-        self._expect_not_found(self.app.rename_thread(Actor(tenant), str(uuid.uuid4()), title))
+        self._expect_not_found(rename_thread(self.app, Actor(tenant), str(uuid.uuid4()), title))
 
     @precondition(lambda self: bool(self.model))
     @rule(data=st.data())
     def travel_back_in_time(self, data: st.DataObject) -> None:
         thread = data.draw(st.sampled_from(sorted(self.model)))
         version = data.draw(st.integers(1, self.versions[thread]))
-        then = self.app.fold(thread, evolve, upto=version)
+        then = fold(self.store, thread, evolve, upto=version)
 
         assert modelled(then) == self.history[thread][version - 1]
 
@@ -202,8 +210,8 @@ class ThreadsMachine(RuleBasedStateMachine):
                 replayed: ThreadState | None = None
                 for event in events:
                     replayed = evolve(replayed, event)
-                folded = self.app.fold(thread, evolve, upto=self.versions[thread])
-                cached = self.app.thread(thread)
+                folded = fold(self.store, thread, evolve, upto=self.versions[thread])
+                cached = self.app.bus.load(thread, evolve)
 
                 assert [e.seq for e in events] == list(range(1, self.versions[thread] + 1))
                 assert modelled(replayed) == expected

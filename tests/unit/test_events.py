@@ -19,17 +19,8 @@ from hypothesis import strategies as st
 
 import nome_core
 import nome_core.application  # registers every context the application wires
-from nome_core.eventstore import (
-    EVENT_TYPES,
-    Client,
-    DomainEvent,
-    Event,
-    Meta,
-    decode_stored,
-    event_type,
-    to_event,
-    to_stored,
-)
+from nome_core.events import EVENT_TYPES, Client, DomainEvent, Event, Meta, event_type
+from nome_core.storage.rows import decode_stored, to_event, to_stored
 
 # Contexts not (yet) wired into the application still have their events checked.
 for _module in pkgutil.walk_packages(nome_core.__path__, "nome_core."):

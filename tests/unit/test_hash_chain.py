@@ -16,19 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nome_core.eventstore import (
-    DomainEvent,
-    Event,
-    EventStore,
-    Head,
-    Meta,
-    decode_stored,
-    envelope_json,
-    seal,
-    to_stored,
-)
+from nome_core.events import DomainEvent, Event, Head, Meta, seal
+from nome_core.storage.rows import decode_stored, envelope_json, to_stored
+from nome_core.storage.store import EventStore
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
-from tests.fakes import StepClock
+from tests.support.fakes import StepClock
+from tests.support.log import scan
 from tests.unit.test_events import GOLDEN_ROW, any_payload, metas
 
 STREAM = "00000000-0000-4000-8000-0000000000cc"
@@ -199,7 +192,7 @@ def test_a_stream_read_back_from_the_store_verifies_link_by_link(
     sqlite_store.insert(first)
     sqlite_store.insert(rest)
 
-    envelopes = [envelope_json(decode_stored(r.state), r.position) for r in sqlite_store.scan()]
+    envelopes = [envelope_json(decode_stored(r.state), r.position) for r in scan(sqlite_store)]
 
     receipts = [json.loads(e)["receipt"] for e in envelopes]
     assert receipts[0]["prev_hash"] is None

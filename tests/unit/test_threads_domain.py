@@ -6,13 +6,15 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from nome_core.eventstore import DomainEvent, Event, Head, Meta, head_of, seal
+from nome_core.bus import owned_by
+from nome_core.events import DomainEvent, Event, Head, Meta, head_of, seal
 from nome_core.keys.events import KeyCreated
 from nome_core.threads import decide
+from nome_core.threads.commands import AddMessage, CreateThread, DeleteThread, RenameThread
 from nome_core.threads.errors import ThreadNotFound
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted, ThreadRenamed
 from nome_core.threads.state import ThreadState, evolve
-from tests.fakes import StepClock
+from tests.support.fakes import StepClock
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -49,14 +51,40 @@ class Stream:
         return state
 
 
+def create(title: str, metadata: dict[str, str]) -> list[DomainEvent]:
+    return decide.decide(CreateThread(thread_id=THREAD, title=title, metadata=metadata), None)
+
+
+def rename(state: ThreadState | None, tenant: str, title: str) -> list[DomainEvent]:
+    """As the bus runs it: another tenant's thread is loaded as a missing one."""
+    return decide.decide(RenameThread(thread_id=THREAD, title=title), owned_by(state, tenant))
+
+
+def delete(state: ThreadState | None, tenant: str) -> list[DomainEvent]:
+    return decide.decide(DeleteThread(thread_id=THREAD), owned_by(state, tenant))
+
+
+def add_message(
+    state: ThreadState | None, tenant: str, *, message_id: str, role: str, content: str
+) -> list[DomainEvent]:
+    cmd = AddMessage(
+        thread_id=THREAD,
+        message_id=message_id,
+        role="system" if role == "system" else "user",
+        content=content,
+        attributes={},
+    )
+    return decide.decide(cmd, owned_by(state, tenant))
+
+
 def created(title: str = "Plans", metadata: dict[str, str] | None = None) -> Stream:
     stream = Stream()
-    stream.append(decide.create(title, metadata or {"project": "apollo"}))
+    stream.append(create(title, metadata or {"project": "apollo"}))
     return stream
 
 
 def test_creating_a_thread_records_its_title_and_metadata() -> None:
-    assert decide.create("Plans", {"project": "apollo"}) == [
+    assert create("Plans", {"project": "apollo"}) == [
         ThreadCreated(title="Plans", metadata={"project": "apollo"})
     ]
 
@@ -80,7 +108,7 @@ def test_renaming_changes_the_title_and_the_update_time_only() -> None:
     before = stream.state
     assert before is not None
 
-    (renamed,) = stream.append(decide.rename(before, TENANT, "Roadmap"))
+    (renamed,) = stream.append(rename(before, TENANT, "Roadmap"))
 
     assert renamed.data == ThreadRenamed(title="Roadmap")
     after = stream.state
@@ -96,18 +124,16 @@ def test_renaming_changes_the_title_and_the_update_time_only() -> None:
 def test_renaming_to_the_same_title_appends_nothing() -> None:
     stream = created("Plans")
 
-    assert decide.rename(stream.state, TENANT, "Plans") == []
+    assert rename(stream.state, TENANT, "Plans") == []
 
 
 def test_adding_a_message_counts_it_and_fills_the_optional_fields_with_empty_values() -> None:
     stream = created()
 
-    payloads = decide.add_message(
-        stream.state, TENANT, message_id="m-1", role="user", content="héllo 👋"
-    )
+    payloads = add_message(stream.state, TENANT, message_id="m-1", role="user", content="héllo 👋")
     stream.append(payloads)
     stream.append(
-        decide.add_message(stream.state, TENANT, message_id="m-2", role="assistant", content="hi")
+        add_message(stream.state, TENANT, message_id="m-2", role="assistant", content="hi")
     )
 
     assert payloads == [
@@ -132,7 +158,7 @@ def test_adding_a_message_counts_it_and_fills_the_optional_fields_with_empty_val
 def test_deleting_a_thread_marks_it_deleted() -> None:
     stream = created()
 
-    stream.append(decide.delete(stream.state, TENANT))
+    stream.append(delete(stream.state, TENANT))
 
     assert stream.events[-1].data == ThreadDeleted()
     state = stream.state
@@ -145,10 +171,10 @@ def _commands(
     state: ThreadState | None, tenant_id: str
 ) -> dict[str, Callable[[], list[DomainEvent]]]:
     return {
-        "rename": lambda: decide.rename(state, tenant_id, "New title"),
-        "rename to same title": lambda: decide.rename(state, tenant_id, "Plans"),
-        "delete": lambda: decide.delete(state, tenant_id),
-        "add message": lambda: decide.add_message(
+        "rename": lambda: rename(state, tenant_id, "New title"),
+        "rename to same title": lambda: rename(state, tenant_id, "Plans"),
+        "delete": lambda: delete(state, tenant_id),
+        "add message": lambda: add_message(
             state, tenant_id, message_id="m", role="user", content="x"
         ),
     }
@@ -160,7 +186,7 @@ COMMANDS = sorted(_commands(None, TENANT))
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_command_on_a_deleted_thread_is_not_found(command: str) -> None:
     stream = created("Plans")
-    stream.append(decide.delete(stream.state, TENANT))
+    stream.append(delete(stream.state, TENANT))
 
     with pytest.raises(ThreadNotFound):
         _commands(stream.state, TENANT)[command]()
@@ -183,12 +209,12 @@ def test_a_command_on_a_thread_that_never_existed_is_not_found(command: str) -> 
 def test_not_found_does_not_reveal_whether_the_thread_exists_elsewhere() -> None:
     other = created("Plans")
     deleted = created("Plans")
-    deleted.append(decide.delete(deleted.state, TENANT))
+    deleted.append(delete(deleted.state, TENANT))
 
     errors = []
     for state, tenant in ((None, TENANT), (other.state, OTHER_TENANT), (deleted.state, TENANT)):
         with pytest.raises(ThreadNotFound) as caught:
-            decide.delete(state, tenant)
+            delete(state, tenant)
         errors.append((caught.value.code, caught.value.message, caught.value.details))
 
     assert errors[0] == errors[1] == errors[2]
@@ -217,8 +243,8 @@ def test_evolve_leaves_the_thread_unchanged_by_another_contexts_event() -> None:
 
 def test_folding_the_same_events_twice_gives_equal_states() -> None:
     stream = created()
-    stream.append(decide.rename(stream.state, TENANT, "Roadmap"))
-    stream.append(decide.add_message(stream.state, TENANT, message_id="m", role="u", content="c"))
-    stream.append(decide.delete(stream.state, TENANT))
+    stream.append(rename(stream.state, TENANT, "Roadmap"))
+    stream.append(add_message(stream.state, TENANT, message_id="m", role="u", content="c"))
+    stream.append(delete(stream.state, TENANT))
 
     assert stream.state == stream.state

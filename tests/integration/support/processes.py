@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from nome_api.keyring import new_secret
 from tests.conftest import PG_URL, REDIS_URL, cleanup, unique
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -97,13 +98,16 @@ class NomeProcess:
 
 
 class Cluster:
-    """NOME processes sharing one schema, one key prefix and one bootstrap admin key."""
+    """NOME processes sharing one schema, one key prefix, one bootstrap admin key and one
+    deployment secret."""
 
     def __init__(self, workdir: Path, **env: str) -> None:
         self.workdir = workdir
         self.schema = unique("t")
         self.prefix = f"{self.schema}:"
         self.admin_key = admin_key()
+        # One deployment secret for every process, as NOME_SECRET_KEY in production.
+        self.secret_key = new_secret()
         self.env = env
         self.processes: list[NomeProcess] = []
         self._migrated = False
@@ -116,6 +120,7 @@ class Cluster:
             NOME_REDIS_URL=REDIS_URL,
             NOME_REDIS_PREFIX=self.prefix,
             NOME_BOOTSTRAP_ADMIN_KEY=self.admin_key,
+            NOME_SECRET_KEY=self.secret_key,
             NOME_LOG_LEVEL="warning",
             NOME_LOG_FORMAT="console",
             NOME_MIGRATE="0",

@@ -1,0 +1,93 @@
+"""The built-in tools (API.md §5): clock.now, math.evaluate, thread.note, http.fetch."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from nome_core.clock import Clock
+from nome_core.tools.builtin import (
+    HttpFetchArgs,
+    MathError,
+    MathEvaluateArgs,
+    ThreadNoteArgs,
+    ToolSpec,
+    check_arguments,
+    evaluate,
+)
+from nome_core.tools.executor import BackendUnreachable, CallContext, ToolFailed
+from nome_core.tools.state import Call
+
+MAX_BODY = 256 * 1024
+_NOTE_NAMESPACE = uuid.UUID("5b1f3c1e-4f0e-4d5e-9c55-6e6f6d650003")
+
+
+class BuiltinExecutor:
+    """Runs the built-in tools in this process."""
+
+    def __init__(self, clock: Clock, *, fetch_allow_hosts: frozenset[str] = frozenset()) -> None:
+        self.clock = clock
+        self.fetch_allow_hosts = fetch_allow_hosts
+
+    async def run(self, spec: ToolSpec, call: Call, context: CallContext) -> Any:
+        match check_arguments(spec.name, call.arguments):
+            case MathEvaluateArgs(expression=expression):
+                try:
+                    return {"value": evaluate(expression)}
+                except MathError as exc:
+                    raise ToolFailed(str(exc)) from None
+            case ThreadNoteArgs():
+                # The note itself lands in the thread with this receipt (nome_core/tools/notes).
+                return {"note_id": str(uuid.uuid5(_NOTE_NAMESPACE, call.call_id))}
+            case HttpFetchArgs(url=url):
+                return await self._fetch(url)
+        return {"now": self.clock.now()}
+
+    async def _fetch(self, url: str) -> dict[str, Any]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ToolFailed("only http and https URLs can be fetched")
+        host = parts.hostname
+        if host not in self.fetch_allow_hosts:
+            await refuse_private(host, parts.port or (443 if parts.scheme == "https" else 80))
+        try:
+            async with (
+                httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client,
+                client.stream("GET", url) as response,
+            ):
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= MAX_BODY:
+                        body = body[:MAX_BODY]
+                        break
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise BackendUnreachable(f"{host} is unreachable ({exc.__class__.__name__})") from None
+        except httpx.HTTPError as exc:
+            raise ToolFailed(f"fetch failed: {exc.__class__.__name__}") from None
+        return {"status": response.status_code, "body": body.decode("utf-8", "replace")}
+
+
+async def refuse_private(host: str, port: int) -> None:
+    """Refuse loopback, private and link-local targets (checked on every resolved address)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise ToolFailed(f"cannot resolve {host}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if (
+            address.is_loopback
+            or address.is_private
+            or address.is_link_local
+            or address.is_reserved
+            or address.is_multicast
+            or address.is_unspecified
+        ):
+            raise ToolFailed(f"{host} resolves to a non-public address")
