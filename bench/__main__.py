@@ -27,8 +27,10 @@ from bench import (
     projection_lag,
     rebuild,
     replay,
+    runs_one_tenant,
     thread_create,
     thread_get,
+    usage,
 )
 from bench.context import Bench, Figure
 
@@ -45,7 +47,10 @@ FIGURES: list[ModuleType] = [
     approvals,  # 9
     fanout,  # 6
     all_roles,  # diagnostic; stops NOME as deployed
-    rebuild,  # 4 and a diagnostic; last: needs every NOME stopped
+    rebuild,  # 4 and a diagnostic; needs every NOME stopped
+    # After 4: their events would change the log it rebuilds. Each serves NOME without a worker.
+    runs_one_tenant,
+    usage,  # 500,000 events
 ]
 RESULTS = Path(__file__).with_name("results.json")
 
@@ -65,6 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--approvals", type=int, default=50, help="sequential approvals of figure 9 (50)")
     add("--subscribers", type=int, default=200, help="streams of figure 6's run (200)")
     add("--fanout-words", type=int, default=12_000, help="words of figure 6's answer")
+    add("--usage-runs", type=int, default=100_000, help="runs in the usage figure's log")
     env = os.environ.get
     add(
         "--database-url",

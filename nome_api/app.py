@@ -6,10 +6,9 @@ from collections.abc import Iterable
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 
-from nome_api import __version__, routes
+from nome_api import __version__, openapi, routes
+from nome_api.bodies import Request
 from nome_api.errors import EXCEPTION_HANDLERS
 from nome_api.gateway import gateway
 from nome_api.metrics import Metrics
@@ -43,12 +42,9 @@ def create_app(
         on_startup=[start],
         on_shutdown=[stop],
         state=State({"runtime": runtime}),
-        openapi_config=OpenAPIConfig(
-            title="NOME",
-            version=__version__,
-            path="/schema",
-            render_plugins=[JsonRenderPlugin()],
-        ),
+        openapi_config=openapi.config("NOME", __version__),
+        plugins=[openapi.ContractDocs(), openapi.MsgspecSchemas()],
+        request_class=Request,
         request_max_body_size=runtime.settings.max_body_bytes,
         logging_config=None,
         debug=False,

@@ -7,8 +7,11 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+import msgspec
 import structlog
+from eventsourcing.persistence import PersistenceError
 
+from nome_api.downloads import ManifestError
 from nome_api.logging import configure
 from nome_api.runtime import ROLES, Runtime
 from nome_api.settings import Settings
@@ -32,8 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="print a new key on the last line")
-    create.add_argument("--tenant", required=True, help="tenant name (created if new)")
-    create.add_argument("--role", choices=KEY_ROLES, action="append", required=True)
+    owner = create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--tenant", help="tenant name (created if new)")
+    owner.add_argument(
+        "--platform", action="store_true", help="a key of the deployment's operator (API.md §6)"
+    )
+    create.add_argument("--role", choices=KEY_ROLES, action="append")
     create.add_argument("--name", default="cli")
 
     projections = commands.add_parser("projections", help="read models").add_subparsers(
@@ -51,15 +58,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "audit" and args.action == "verify":
         # Offline: an auditor has the file and the public key, not the deployment's settings.
         return _audit_verify(args)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except (ValueError, msgspec.ValidationError) as exc:
+        # Before anything starts: a wrong setting is a clear line and exit status 2.
+        print(f"nome: configuration error: {exc}", file=sys.stderr)
+        return 2
     configure(settings.log_format, settings.log_level)
     if args.command == "serve":
-        return _serve(settings, args.role or list(ROLES))
+        try:
+            return _serve(settings, args.role or list(ROLES))
+        except PersistenceError as exc:
+            print(f"nome: cannot reach the event store: {exc}", file=sys.stderr)
+            return 1
+        except ManifestError as exc:
+            print(f"nome: configuration error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "migrate":
         runtime_store(settings).close()
         log.info("migrated", database=settings.database_url.split("@")[-1])
         return 0
     if args.command == "keys":
+        if args.platform:
+            if args.role:
+                print("nome: a platform key has the platform role only", file=sys.stderr)
+                return 2
+            return asyncio.run(_create_platform_key(settings, args.name))
+        if not args.role:
+            print("nome: give a tenant key at least one --role", file=sys.stderr)
+            return 2
         return asyncio.run(_create_key(settings, args.tenant, args.role, args.name))
     if args.command == "projections":
         return _rebuild(settings, args.name)
@@ -93,15 +120,29 @@ def _serve(settings: Settings, roles: list[str]) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
         lifespan="on",
+        # SIGTERM: stop accepting, give open requests (and SSE streams) a few seconds, then
+        # stop every role anyway.
+        timeout_graceful_shutdown=5,
     )
-    return 0
+    hub = app.state["runtime"].hub
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            # Streams never end on their own: end them, or shutdown waits them out.
+            hub.close()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    server = Server(config)
+    server.run()
+    # A start-up that failed (uvicorn logged why) must not look like a clean exit.
+    return 0 if server.started else 1
 
 
 async def _create_key(settings: Settings, tenant: str, roles: list[str], name: str) -> int:
@@ -114,6 +155,20 @@ async def _create_key(settings: Settings, tenant: str, roles: list[str], name: s
         outcome, raw = await runtime.app.keys.create(Actor(tenant_id), name, roles)
         assert outcome.state is not None
         print(f"tenant {tenant} ({tenant_id}) key {outcome.state.id} roles {','.join(roles)}")
+        print(raw)
+    finally:
+        runtime.writer.stop()
+        runtime.store.close()
+    return 0
+
+
+async def _create_platform_key(settings: Settings, name: str) -> int:
+    runtime = Runtime(settings, roles=())
+    runtime.writer.start()
+    try:
+        outcome, raw = await runtime.app.keys.create_platform(name)
+        assert outcome.state is not None
+        print(f"platform key {outcome.state.id}")
         print(raw)
     finally:
         runtime.writer.stop()
@@ -146,11 +201,15 @@ def _rebuild(settings: Settings, name: str | None) -> int:
             progress.update(task, completed=position, total=head)
 
         runner.catch_up(report)
+    head = runtime.store.head()
     for projection in selected:
         runner._release(projection.name)
     runtime.redis_sync.close()
     runtime.store.close()
-    log.info("rebuilt", projections=[p.name for p in selected], events=runner.applied_events)
+    names = ", ".join(p.name for p in selected)
+    # A running projector that holds a read model's lease rebuilds it itself; this process
+    # then applied fewer events (or none) and waited for it.
+    print(f"rebuilt {names} up to position {head}: {runner.applied_events} events applied here")
     return 0
 
 

@@ -3,7 +3,6 @@ of answers every route shares."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from litestar import Request, Response
@@ -55,4 +54,4 @@ async def reached(request: Req, outcome: Outcome[Any]) -> int:
     it answered from."""
     if outcome.position is not None:
         return outcome.position
-    return await asyncio.to_thread(runtime_of(request).store.head)
+    return await runtime_of(request).log.head()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import uuid
 from typing import Any
 
 import msgspec
+import psycopg
 import structlog
+from eventsourcing.persistence import PersistenceError
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -15,6 +18,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from psycopg_pool import PoolTimeout
 
 from nome_core.errors import DomainError
 from nome_core.tools.builtin import ArgumentsInvalid
@@ -44,13 +48,19 @@ STATUS_OF_CODE: dict[str, int] = {
     "already_resolved": 409,
     "idempotency_mismatch": 409,
     "insufficient_credits": 402,
+    "billing_inactive": 402,
+    "limit_reached": 403,
+    "entitlement_required": 403,
     "bad_request": 400,
     "not_found": 404,
     "conflict": 409,
     "forbidden": 403,
     "validation_failed": 422,
     "gone": 410,
+    "unavailable": 503,
 }
+# Seconds a 503 asks the client to wait before retrying (with its Idempotency-Key).
+RETRY_AFTER_S = "1"
 
 
 class Issue(msgspec.Struct):
@@ -69,6 +79,11 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     # 402 insufficient_credits: what the run needs and what the tenant has.
     required: int | None = None
     available: int | None = None
+    # 403 limit_reached: the limit and how many the tenant has.
+    limit: int | None = None
+    current: int | None = None
+    # 403 entitlement_required: what the tenant lacks.
+    missing: list[str] | None = None
 
 
 class ApiError(Exception):
@@ -108,6 +123,9 @@ def error_response(request: Request[Any, Any, Any] | None, error: ApiError) -> R
         active_run_id=error.extra.get("active_run_id"),
         required=error.extra.get("required"),
         available=error.extra.get("available"),
+        limit=error.extra.get("limit"),
+        current=error.extra.get("current"),
+        missing=error.extra.get("missing"),
     )
     if error.status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
@@ -192,8 +210,24 @@ def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
         return error_response(
             request, ApiError(422, "the arguments do not fit the tool", issues=issues)
         )
+    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
     return error_response(
-        request, ApiError(status, exc.message, code=exc.code, extra=dict(exc.details))
+        request,
+        ApiError(status, exc.message, code=exc.code, extra=dict(exc.details), headers=headers),
+    )
+
+
+def _store_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The database refused, timed out or went away: nothing more is known of a command's
+    outcome than that it may have failed, so the client retries with its Idempotency-Key."""
+    log.warning("event_store_unavailable", error=exc.__class__.__name__, path=request.url.path)
+    return error_response(
+        request,
+        ApiError(
+            503,
+            "the event store is unavailable; retry shortly",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ),
     )
 
 
@@ -222,9 +256,23 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ApiError: _api,
     DomainError: _domain,
     InvalidCursor: _cursor,
+    PersistenceError: _store_down,
+    psycopg.Error: _store_down,
+    PoolTimeout: _store_down,
+    sqlite3.OperationalError: _store_down,
     ValidationException: _validation,
     NotAuthorizedException: _unauthorized,
     PermissionDeniedException: _forbidden,
     HTTPException: _http,
     Exception: _internal,
 }
+
+
+def answer_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The error response for any exception, by the same map the routes use (for errors
+    raised outside a route: in the gateway, before the route runs)."""
+    for kind in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(kind)
+        if handler is not None:
+            return handler(request, exc)  # type: ignore[no-any-return]
+    return _internal(request, exc)

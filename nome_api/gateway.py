@@ -6,8 +6,7 @@ from the short-lived cache and the counters are batched (nome_api/admission.py),
 requests reach the route without a Redis round trip; the request log line and the HTTP
 metrics share its one wrapper around `send`.
 
-A route's `opt` says who may call it: `role` (default viewer), `public` (no key), or
-`public_on_loopback` (no key for a client on this host, e.g. a local metrics scraper).
+A route's `opt` says who may call it: `role` (default viewer), or `public` (no key).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from nome_api import stream_tokens
-from nome_api.errors import ApiError, error_response
+from nome_api.errors import ApiError, answer_for
 from nome_api.ids import is_uuid
 from nome_api.oidc import InvalidToken, OidcVerifier
 from nome_api.runtime import Runtime
@@ -46,7 +45,6 @@ _CLIENT_HEADERS = (
     (b"x-nome-client-version", "version"),
     (b"x-nome-client-revision", "revision"),
 )
-LOOPBACK = frozenset({"127.0.0.1", "::1"})
 # Unique without a system call per request: a random prefix per process and a counter.
 _request_ids = (f"{uuid.uuid4().hex[:16]}{n:016x}" for n in itertools.count(1))
 
@@ -62,12 +60,6 @@ class Caller(msgspec.Struct, frozen=True):
 
     def can(self, role: str) -> bool:
         return role in self.roles
-
-
-def is_loopback(scope: Scope) -> bool:
-    """Whether the request comes from this host (127.0.0.1 or ::1)."""
-    client = scope.get("client")
-    return bool(client) and client[0] in LOOPBACK  # type: ignore[index]
 
 
 Observe = Callable[[str, str | None, int, float], None]
@@ -98,9 +90,11 @@ def gateway(runtime: Runtime, observe: Observe) -> Any:
             request_id = rid if _REQUEST_ID.match(rid) else next(_request_ids)
             state["request_id"] = request_id
             status_holder = [500]
+            answered = [False]
 
             async def send_with_id(message: Message) -> None:
                 if message["type"] == "http.response.start":
+                    answered[0] = True
                     status_holder[0] = message["status"]
                     message["headers"] = [
                         *message.get("headers", []),
@@ -113,11 +107,7 @@ def gateway(runtime: Runtime, observe: Observe) -> Any:
                 opt = getattr(handler, "opt", {}) or {}
                 client = _client_identity(headers)
                 state["client"] = client
-                public = (
-                    opt.get("public")
-                    or scope["path"].startswith("/schema")
-                    or (opt.get("public_on_loopback") and is_loopback(scope))
-                )
+                public = opt.get("public") or scope["path"].startswith("/schema")
                 if not public:
                     stream_token = _stream_token(scope, headers)
                     caller = await (
@@ -130,15 +120,19 @@ def gateway(runtime: Runtime, observe: Observe) -> Any:
                     if not caller.can(role):
                         raise ApiError(403, f"this needs the {role} role")
                     min_position = headers.get(b"x-nome-min-position")
-                    if min_position is not None and scope["method"] == "GET":
+                    # Commands too: one that looks something up in a read model (an
+                    # approval to answer) reads the caller's own writes as a query does.
+                    if min_position is not None:
                         await wait_for_position(runtime, _position(min_position))
                 await app(scope, receive, send_with_id)
-            except ApiError as error:
+            except Exception as error:
+                if answered[0]:
+                    raise  # a stream broke after its head went out: nothing left to say
                 from litestar import Request
 
                 request: Request[Any, Any, Any] = Request(scope)
                 # A Litestar Response is not an ASGI app: render it first.
-                response = error_response(request, error).to_asgi_response(None, request)
+                response = answer_for(request, error).to_asgi_response(None, request)
                 await response(scope, receive, send_with_id)
             finally:
                 seconds = time.perf_counter() - started
@@ -276,7 +270,7 @@ async def _from_stream_token(
 
 async def _keys_behind(runtime: Runtime) -> bool:
     """Whether the keys read model was behind the log (it has caught up when this returns)."""
-    head = await asyncio.to_thread(runtime.store.head)
+    head = await runtime.log.head()
     keys = [runtime.read_models.keys.name]
     tracking = runtime.queries.tracking
     (standing,) = await tracking.read(runtime.redis, keys)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ SECRET_BYTES = 32
 KEY_FILE = "secret.key"
 # Purpose labels: changing one changes every key derived under it.
 AUDIT_SIGNING = b"nome/audit-signing/v1"
+# Seals what an idempotent request's first answer needs and the log cannot give back.
+SEALED_ANSWERS = b"nome/sealed-answers/v1"
 
 _MALFORMED = (
     "NOME_SECRET_KEY must be base64url of 32 random bytes (43 characters), e.g. the output of "
@@ -145,6 +148,19 @@ class Keyring:
     def audit_public_key(self) -> Ed25519PublicKey:
         """What auditors verify checkpoints with (`GET /v1/audit/public-key`)."""
         return self.audit_signing_key.public_key()
+
+    @functools.cached_property
+    def _answers(self) -> AESGCM:
+        return AESGCM(self._derive(SEALED_ANSWERS))
+
+    def seal(self, plain: bytes, *, context: bytes) -> bytes:
+        """AES-GCM with a random nonce; `context` (e.g. the claim's key hash) is bound to it,
+        so a sealed value cannot be moved to another claim."""
+        nonce = os.urandom(12)
+        return nonce + self._answers.encrypt(nonce, plain, context)
+
+    def open(self, sealed: bytes, *, context: bytes) -> bytes:
+        return self._answers.decrypt(sealed[:12], sealed[12:], context)
 
 
 def keyring_for(settings: Settings) -> Keyring:

@@ -7,11 +7,9 @@ Everything else is read at scrape time by `RuntimeCollector`, so there is nothin
 in step and nothing to go stale. Each app has its own `CollectorRegistry`: many apps in
 one process (the tests) never collide.
 
-`/metrics` answers without a key to a client on loopback (a Prometheus or an agent on the
-same host); anyone else needs an admin key. That check is the gateway's own: the route
-demands the admin role and is marked public to loopback clients (`opt`).
-Behind a reverse proxy on the same host, let the proxy pass the client address (uvicorn
-trusts X-Forwarded-For from 127.0.0.1) or every request would look local.
+`/metrics` needs an admin key like every route (API.md §0 lists no exception), unless the
+deployment says otherwise with `NOME_METRICS_PUBLIC=1` (a scraper on a private network).
+A client's address is no proof: behind a proxy on the same host every request is local.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import structlog
 from litestar import Response, get
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from nome_api.runtime import Runtime
 from nome_core.runs.state import RUN_STATUSES
@@ -35,6 +32,7 @@ from nome_core.runs.state import RUN_STATUSES
 log = structlog.get_logger("nome.metrics")
 
 PATH = "/metrics"
+EXPOSITION_TYPE = "text/plain; version=0.0.4"
 _GLOB = re.compile(r"([*?\[\]\\])")
 
 
@@ -85,12 +83,13 @@ class Metrics:
     def _route(self) -> Any:
         @get(
             PATH,
-            summary="Prometheus metrics (admin key unless on loopback)",
-            opt={"role": "admin", "public_on_loopback": True},
+            summary="Prometheus metrics (admin key, unless NOME_METRICS_PUBLIC=1)",
+            opt={"role": "admin", "public": self.runtime.settings.metrics_public},
             include_in_schema=False,
         )
         async def metrics() -> Response[bytes]:
-            return Response(await self.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+            # Litestar adds the charset to a text type itself: name it once.
+            return Response(await self.render(), media_type=EXPOSITION_TYPE)
 
         return metrics
 

@@ -18,10 +18,14 @@ import structlog
 
 from nome_api.admission import Admission
 from nome_api.batching import GetBatcher
+from nome_api.downloads import Downloads
 from nome_api.executors.builtin import BuiltinExecutor
 from nome_api.jobs.approvals import ExpireApprovals, FinishApprovedCalls
+from nome_api.jobs.claims import ForgetClaims
+from nome_api.jobs.credits import ExpireCredits
 from nome_api.jobs.follower import FollowerHost
 from nome_api.jobs.host import JobHost
+from nome_api.log import Log
 from nome_api.settings import Settings
 from nome_api.streams import LogSignal, StreamHub
 from nome_api.worker.providers import provider_for
@@ -29,12 +33,13 @@ from nome_api.worker.runner import RunWorker
 from nome_core.application import Actor, Application
 from nome_core.clock import Clock, SystemClock
 from nome_core.errors import Conflict
-from nome_core.keys import secrets as key_secrets
+from nome_core.runs.context import RunContext
 from nome_core.runs.driver import RunDriver
 from nome_core.runs.harness import Harness
 from nome_core.runs.tools import RunTools
 from nome_core.storage import EventStore, GroupCommitWriter
 from nome_core.tenants.state import tenant_id_for
+from nome_core.values import PLATFORM_TENANT_ID
 from projections.engine import ProjectionRunner
 from projections.listen import LogListener
 from projections.redis_store import connect, connect_async
@@ -65,11 +70,14 @@ class Runtime:
         self.settings = settings
         self.roles = frozenset(roles)
         self.clock = clock or SystemClock()
+        # First: a manifest that does not validate stops the process before it opens anything.
+        self.downloads = Downloads.load(settings.downloads_file)
         settings.prepare_paths()
         self.store = EventStore(
             settings.database_url, schema=settings.database_schema, create_table=settings.migrate
         )
         self.writer = GroupCommitWriter(self.store)
+        self.log = Log(self.store)
         self.read_models = ReadModels(settings.redis_prefix)
         self.redis = connect_async(settings.redis_url)
         self.redis_sync = connect(settings.redis_url)
@@ -83,6 +91,7 @@ class Runtime:
             executor=BuiltinExecutor(self.clock, fetch_allow_hosts=settings.fetch_hosts),
             default_provider=settings.provider,
             approval_ttl_s=settings.approval_ttl_s,
+            billing_grace_days=settings.billing_grace_days,
         )
         self.runner = ProjectionRunner(
             self.store, self.redis_sync, self.read_models.all, prefix=settings.redis_prefix
@@ -102,7 +111,10 @@ class Runtime:
                     provider_for(settings, self.queries.registry),
                     RunTools(self.app.tools),
                     self.clock,
+                    context=RunContext(self.app.bus),
                     approval_ttl_s=settings.approval_ttl_s,
+                    model_attempts=settings.model_attempts,
+                    model_backoff_s=settings.model_backoff_s,
                 ),
             ),
             self.redis,
@@ -125,15 +137,23 @@ class Runtime:
         if self._started:
             return
         self._started = True
-        self.writer.start()
-        self.signal.bind(asyncio.get_running_loop())
-        self.wake_on_append(self.signal.poke)
-        for unit in self.units:
-            await unit.start()
-        if self.listener is not None:
-            self.listener.start()
-        if self.settings.bootstrap_admin_key:
-            await self.bootstrap_admin(self.settings.bootstrap_admin_key)
+        try:
+            self.writer.start()
+            self.signal.bind(asyncio.get_running_loop())
+            self.wake_on_append(self.signal.poke)
+            for unit in self.units:
+                await unit.start()
+            if self.listener is not None:
+                self.listener.start()
+            if self.settings.bootstrap_admin_key:
+                await self.bootstrap_admin(self.settings.bootstrap_admin_key)
+            if self.settings.bootstrap_platform_key:
+                await self.bootstrap_platform(self.settings.bootstrap_platform_key)
+        except BaseException:
+            # A start that fails half way stops what it started: no role is left running
+            # in a process that will never serve (nor heed SIGTERM).
+            await self.stop()
+            raise
         log.info(
             "runtime_started",
             roles=sorted(self.roles),
@@ -162,10 +182,15 @@ class Runtime:
         if self.listener is not None:
             self.listener.subscribe(wake)  # type: ignore[arg-type]
 
+    async def bootstrap_platform(self, raw_key: str) -> None:
+        """First start: the platform operator's key, made once (a fixed id, so processes
+        starting together make one) and kept: later starts find it made."""
+        key_id = str(uuid.uuid5(uuid.UUID(PLATFORM_TENANT_ID), "bootstrap-platform-key"))
+        await self.app.keys.create_platform("bootstrap platform", raw_key=raw_key, key_id=key_id)
+        log.info("bootstrap_platform_created")
+
     async def bootstrap_admin(self, raw_key: str) -> None:
         """First start: tenant `default` with this admin key, unless a tenant exists."""
-        if not key_secrets.is_well_formed(raw_key):
-            raise ValueError("NOME_BOOTSTRAP_ADMIN_KEY must look like nome_sk_ + 43 url-safe chars")
         exists = await asyncio.to_thread(
             self.store.recorder.select_notifications, None, 1, None, ["tenant.created"]
         )
@@ -220,9 +245,12 @@ class WorkerUnit:
         self.runtime = runtime
         settings = runtime.settings
         queries = runtime.queries
-        self.jobs = JobHost(
-            runtime.redis, settings.redis_prefix, [ExpireApprovals(runtime.app, queries.approvals)]
-        )
+        jobs = [
+            ExpireApprovals(runtime.app, queries.approvals),
+            ExpireCredits(runtime.app, queries.accounts),
+            ForgetClaims(runtime.store),
+        ]
+        self.jobs = JobHost(runtime.redis, settings.redis_prefix, jobs)
         self.followers = FollowerHost(
             runtime.store,
             runtime.redis,

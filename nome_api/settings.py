@@ -11,9 +11,16 @@ from typing import cast
 import msgspec
 
 from nome_api.keyring import parse_secret
+from nome_core.keys import secrets as key_secrets
 from nome_core.values import PROVIDERS, Provider
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+# Settings whose values are secrets: never shown.
+SECRET_FIELDS = frozenset(
+    {"secret_key", "bootstrap_admin_key", "bootstrap_platform_key", "openai_api_key"}
+)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +34,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
     bootstrap_admin_key: str | None = None
+    # First start: the platform operator's key (API.md §1, §6).
+    bootstrap_platform_key: str | None = None
     # The deployment secret (nome_api/keyring.py): base64url of 32 random bytes. Required
     # with PostgreSQL; with SQLite, made once and kept in secret.key next to the database.
     secret_key: str | None = None
@@ -38,6 +47,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str | None = None
     openai_model: str = "gpt-4o-mini"
+    # Attempts of one model turn (the first and its retries) before the run fails, and the
+    # first retry's back-off (doubled per attempt, capped at 30 s, jittered).
+    model_attempts: int = 4
+    model_backoff_s: float = 1.0
     # Hosts http.fetch may reach even though they resolve to private addresses.
     fetch_allow_hosts: str = ""
     # A worker's claim on a run; another worker takes the run over once it lapses.
@@ -49,6 +62,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1024 * 1024
     sse_heartbeat_s: float = 15.0
     min_position_wait_s: float = 5.0
+    # /metrics without a key (a scraper on a private network); an admin key otherwise.
+    metrics_public: bool = False
+    # How long a past-due tenant keeps starting work after its period ends (API.md §6).
+    billing_grace_days: float = 7.0
+    # The release manifest behind /v1/account/downloads and bootstrap's update fields
+    # (docs/downloads.schema.json; examples/downloads.json). None: no releases to offer.
+    downloads_file: str | None = None
     # Create tables at start-up. Off when `nome migrate` ran once before many processes start.
     migrate: bool = True
 
@@ -77,8 +97,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.log_format not in ("console", "json"):
             raise ValueError("NOME_LOG_FORMAT must be 'console' or 'json'")
+        for name, key in (
+            ("NOME_BOOTSTRAP_ADMIN_KEY", self.bootstrap_admin_key),
+            ("NOME_BOOTSTRAP_PLATFORM_KEY", self.bootstrap_platform_key),
+        ):
+            if key is not None and not key_secrets.is_well_formed(key):
+                raise ValueError(f"{name} must be nome_sk_ and 43 url-safe characters")
         if self.model_provider not in PROVIDERS:
             raise ValueError(f"NOME_MODEL_PROVIDER must be one of {', '.join(PROVIDERS)}")
+        if self.model_attempts < 1 or self.model_backoff_s < 0:
+            raise ValueError("NOME_MODEL_ATTEMPTS must be at least 1, NOME_MODEL_BACKOFF_S >= 0")
+        if self.billing_grace_days < 0:
+            raise ValueError("NOME_BILLING_GRACE_DAYS must be a number of days >= 0")
         if self.secret_key is not None:
             parse_secret(self.secret_key)
         elif not self.database_url.startswith("sqlite:"):
@@ -88,6 +118,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "to base64url of 32 random bytes, e.g. the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, and keep it safe"
             )
+
+    def __repr__(self) -> str:
+        """Every setting but the secrets' values: settings get logged."""
+        shown = {
+            name: ("<set>" if value is not None else None) if name in SECRET_FIELDS else value
+            for name, value in msgspec.structs.asdict(self).items()
+        }
+        return f"Settings({shown})"
 
     @property
     def provider(self) -> Provider:

@@ -94,6 +94,7 @@ class RunTail:
         self.types: list[str] = []
         self.users = 0
         self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -115,6 +116,11 @@ class RunTail:
             self.types.extend(row.type for row in rows)
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
+
+    def wake(self) -> None:
+        """Wake its subscribers from any thread (they look at the hub's state again)."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
+            self._loop.call_soon_threadsafe(lambda: self._changed.set())
 
     async def changed(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -141,6 +147,15 @@ class StreamHub:
         self.poll = poll
         self._tails: dict[str, RunTail] = {}
         self.subscribers = 0
+        # The process is stopping: every open stream ends now rather than hold shutdown.
+        self.closing = False
+
+    def close(self) -> None:
+        """End every stream (thread-safe: a signal handler may call it)."""
+        self.closing = True
+        self.signal.poke()
+        for tail in list(self._tails.values()):
+            tail.wake()
 
     async def run_frames(self, run_id: str, after: int = 0) -> AsyncIterator[bytes]:
         """Frames of a run after seq `after`, one by one, live until its terminal event."""
@@ -173,11 +188,11 @@ class StreamHub:
                     frames = tail.frames[index:]
                     index += len(frames)
                     yield frames
-                if tail.ended:
+                if tail.ended or self.closing:
                     return
                 before = len(tail.frames)
                 await tail.changed(self.heartbeat)
-                if len(tail.frames) == before and not tail.ended:
+                if len(tail.frames) == before and not tail.ended and not self.closing:
                     yield [KEEPALIVE]
         finally:
             self.subscribers -= 1
@@ -196,7 +211,7 @@ class StreamHub:
         quiet_since = loop.time()
         self.subscribers += 1
         try:
-            while True:
+            while not self.closing:
                 seen = self.signal.generation
                 rows = await asyncio.to_thread(self.store.read, position, 500)
                 for row in rows:

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from nome_core.accounts.handlers import AccountHandlers, TenantHandlers, ThreadHandlers
 from nome_core.agents.handlers import AgentHandlers
 from nome_core.approvals.commands import ResolveApproval
-from nome_core.bus import Actor, CommandBus, Handlers, Outcome, Store, Writer
+from nome_core.bus import Actor, CommandBus, Outcome, Store, Writer
 from nome_core.calls.handlers import CallHandlers
 from nome_core.clock import Clock
 from nome_core.keys.handlers import KeyHandlers
 from nome_core.runs.handlers import RunHandlers
-from nome_core.tenants.handlers import TenantHandlers
-from nome_core.threads.commands import ThreadCommand
-from nome_core.threads.decide import THREADS
-from nome_core.threads.state import ThreadState
 from nome_core.tools.executor import Executor
 from nome_core.tools.handlers import ToolHandlers
 from nome_core.tools.registry import ToolRegistry
@@ -41,15 +38,17 @@ class Application:
         executor: Executor,
         default_provider: Provider = "scripted",
         approval_ttl_s: float = 3600.0,
+        billing_grace_days: float = 7.0,
     ) -> None:
         self.bus = bus = CommandBus(store, writer, clock)
         self.clock = clock
         self.tenants = TenantHandlers(bus)
+        self.accounts = AccountHandlers(bus)
         self.keys = KeyHandlers(bus)
-        self.threads: Handlers[ThreadState, ThreadCommand] = Handlers(bus, THREADS)
+        self.threads = ThreadHandlers(bus)
         self.agents = AgentHandlers(bus, default_provider)
         self.tools = ToolHandlers(bus, registry, executor)
-        self.runs = RunHandlers(bus, self.agents)
+        self.runs = RunHandlers(bus, self.agents, billing_grace_days=billing_grace_days)
         self.calls = CallHandlers(bus, self.tools, approval_ttl_s=approval_ttl_s)
 
     def new_id(self) -> str:

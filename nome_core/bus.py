@@ -16,16 +16,17 @@ import contextlib
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
 from nome_core.clock import Clock
-from nome_core.errors import StreamConflict
+from nome_core.errors import Conflict, StreamConflict, Unavailable
 from nome_core.events import Decided, Event, Head, Meta, head_of, seal
 
 S = TypeVar("S")
+T = TypeVar("T")
 C = TypeVar("C", bound="Command")
 Evolve = Callable[[Any, Event], Any]
 
@@ -34,16 +35,70 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every command: what a caller asks for, with every id it needs."""
 
 
+class Claim(NamedTuple):
+    """A client's idempotency key on one command (API.md §0). It is committed with the
+    command's events, so the command takes effect at most once per key whatever crashes or
+    retries happen; a second command with the same key fails with `ClaimTaken`."""
+
+    key_sha256: str
+    # What the request was (method, path, body): the same key with another body is refused.
+    fingerprint: str
+    # What the first answer needs that the log cannot give back (a new key's raw value),
+    # encrypted by whoever makes the claim; never part of an event.
+    sealed: bytes | None = None
+
+
+class Claimed(NamedTuple):
+    """A claim as the store holds it: what it was for, and where its command's result is."""
+
+    fingerprint: str
+    stream_id: str
+    version: int
+    sealed: bytes | None
+
+
+class ClaimRow(NamedTuple):
+    """A claim with its tenant and the stream and version its command's result is at."""
+
+    tenant_id: str
+    claim: Claim
+    stream_id: str
+    version: int
+
+
+class ClaimTaken(Conflict):
+    """The idempotency key was used for a command already (within its 24 h)."""
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used already")
+
+
 class Store(Protocol):
     """The part of the log the bus reads (nome_core/storage implements it)."""
 
     def load_many(self, streams: Sequence[tuple[str, int]]) -> dict[str, list[Event]]: ...
 
 
-class Writer(Protocol):
-    """Appends one command's events atomically; returns their positions."""
+class Submission(Protocol):
+    """One command's events on their way to the log (storage/writer.py)."""
 
-    async def append(self, events: Sequence[Event]) -> list[int]: ...
+    failed: bool
+
+    async def positions(self) -> list[int]:
+        """The events' positions once committed; raises StreamConflict or ClaimTaken."""
+        ...
+
+
+class Writer(Protocol):
+    """Appends each command's events atomically (with its claim, if any), in the order
+    submitted; a command submitted `after` others fails if one of them does."""
+
+    def submit(
+        self,
+        events: Sequence[Event],
+        claim: ClaimRow | None = None,
+        after: Sequence[Any] = (),
+    ) -> Submission: ...
 
 
 class Actor(NamedTuple):
@@ -71,14 +126,36 @@ class Loaded(NamedTuple, Generic[S]):
     head: Head
 
 
+class _Tip(NamedTuple):
+    """A stream as the last command submitted on it left it, before its commit: the next
+    command on the stream decides on this rather than wait for that commit."""
+
+    loaded: Loaded[Any]
+    submission: Submission
+
+
+class _Prepared(NamedTuple):
+    """A command decided, sealed and submitted, waiting for its commit."""
+
+    specs: Sequence[Spec]
+    sealed: list[list[Event]]
+    states: list[Any]
+    submission: Submission
+
+
 class Outcome(NamedTuple, Generic[S]):
-    """A command's result: the stream's new state and the events appended (with positions)."""
+    """A command's result: the stream's new state and the events appended (with positions),
+    and the position of the command's last event, on any stream."""
 
     state: S
     events: list[Event]
+    committed: int | None = None
 
     @property
     def position(self) -> int | None:
+        """What a reader must reach to see the whole command: the commit's last event."""
+        if self.committed is not None:
+            return self.committed
         return self.events[-1].position if self.events else None
 
 
@@ -99,15 +176,20 @@ class CommandBus:
         *,
         cache_size: int = 10_000,
         attempts: int = 12,
+        timeout_s: float = 5.0,
     ) -> None:
         self.store = store
         self.writer = writer
         self.clock = clock
         self.attempts = attempts
+        # How long a read or an append may take before the command gives up (the database
+        # is down or stalled): the caller hears so in seconds, not minutes.
+        self.timeout_s = timeout_s
         self._cache: OrderedDict[tuple[str, Evolve], Loaded[Any]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._locks: dict[str, _CountedLock] = {}
+        self._tips: dict[tuple[str, Evolve], _Tip] = {}
 
     def load(self, stream_id: str, evolve: Callable[[S | None, Event], S | None]) -> S | None:
         """The stream's current state, whoever owns it (workers and system jobs)."""
@@ -155,10 +237,13 @@ class CommandBus:
         new: bool = False,
         thread_id: str | None = None,
         run_id: str | None = None,
+        claim: Claim | None = None,
     ) -> Outcome[S | None]:
         """Load, decide, append one stream; decide again on fresh state if another writer won."""
         spec = Spec(stream_id, evolve, thread_id=thread_id, run_id=run_id, new=new)
-        (outcome,) = await self.execute_many([spec], lambda states: [decide(states[0])], actor)
+        (outcome,) = await self.execute_many(
+            [spec], lambda states: [decide(states[0])], actor, claim=claim
+        )
         return outcome
 
     async def execute_many(
@@ -166,10 +251,40 @@ class CommandBus:
         specs: Sequence[Spec],
         decide: Callable[[list[Any]], Sequence[Sequence[Decided]]],
         actor: Actor,
+        *,
+        claim: Claim | None = None,
     ) -> list[Outcome[Any]]:
-        """One command over several streams, appended in one transaction."""
-        # Commands on one stream in this process take turns, so they never race each other;
-        # only another process can make the append conflict. Locks are taken in id order.
+        """One command over several streams, appended in one transaction (with its claim,
+        which points at the first spec's stream: the command's result). Decided again on
+        fresh state if another writer got there first."""
+        for attempt in range(self.attempts):
+            # Commands on one stream in this process take turns to decide, so they never
+            # race each other: only another process can make an append conflict. The turn
+            # ends once the command is submitted, not committed: the next command decides
+            # on the state this one leaves and goes into the same commit, or the next.
+            async with self._turn(specs):
+                prepared = await self._prepare(specs, decide, actor, claim, first=attempt == 0)
+            if isinstance(prepared, list):
+                return prepared  # decided nothing to append
+            try:
+                positions = await self._io(prepared.submission.positions())
+            except StreamConflict:
+                self._drop(prepared)
+                if attempt + 1 == self.attempts:
+                    raise
+                # Randomised exponential back-off: with a fixed one the process that just won
+                # keeps winning and the other one runs out of attempts.
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
+                continue
+            except BaseException:
+                self._drop(prepared)
+                raise
+            return self._settle(prepared, positions)
+        raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, specs: Sequence[Spec]) -> AsyncIterator[None]:
+        """This process's turn on the streams a command appends to (in id order)."""
         locks = []
         for stream_id in sorted({s.stream_id for s in specs if not s.read_only}):
             lock = self._locks.get(stream_id)
@@ -181,64 +296,110 @@ class CommandBus:
             async with contextlib.AsyncExitStack() as stack:
                 for _, lock in locks:
                     await stack.enter_async_context(lock)
-                return await self._execute(specs, decide, actor)
+                yield
         finally:
             for stream_id, lock in locks:
                 lock.users -= 1
                 if lock.users == 0:
                     del self._locks[stream_id]
 
-    async def _execute(
+    async def _prepare(
         self,
         specs: Sequence[Spec],
         decide: Callable[[list[Any]], Sequence[Sequence[Decided]]],
         actor: Actor,
-    ) -> list[Outcome[Any]]:
-        for attempt in range(self.attempts):
-            to_load = [s for s in specs if not (s.new and attempt == 0)]
-            read = iter(await asyncio.to_thread(self._load_many, to_load) if to_load else [])
-            loaded = [
-                Loaded(None, Head()) if spec.new and attempt == 0 else next(read) for spec in specs
-            ]
-            decided = decide([owned_by(item.state, actor.tenant_id) for item in loaded])
-            sealed = [
-                seal(
-                    drafts,
-                    stream_id=spec.stream_id,
-                    head=item.head,
-                    tenant_id=actor.tenant_id,
-                    thread_id=spec.thread_id,
-                    run_id=spec.run_id,
-                    meta=actor.meta,
-                    clock=self.clock,
+        claim: Claim | None,
+        *,
+        first: bool,
+    ) -> _Prepared | list[Outcome[Any]]:
+        """Load, decide, seal and submit; the outcomes at once if nothing is to append."""
+        tips = [self._tips.get((s.stream_id, s.evolve)) for s in specs]
+        live = [tip if tip is not None and not tip.submission.failed else None for tip in tips]
+        to_load = [
+            spec
+            for spec, tip in zip(specs, live, strict=True)
+            if tip is None and not (spec.new and first)
+        ]
+        read = iter(await self._io(asyncio.to_thread(self._load_many, to_load)) if to_load else [])
+        loaded: list[Loaded[Any]] = [
+            tip.loaded
+            if tip is not None
+            else Loaded(None, Head())
+            if spec.new and first
+            else next(read)
+            for spec, tip in zip(specs, live, strict=True)
+        ]
+        decided = decide([owned_by(item.state, actor.tenant_id) for item in loaded])
+        sealed = [
+            seal(
+                drafts,
+                stream_id=spec.stream_id,
+                head=item.head,
+                tenant_id=actor.tenant_id,
+                thread_id=spec.thread_id,
+                run_id=spec.run_id,
+                meta=actor.meta,
+                clock=self.clock,
+            )
+            for spec, item, drafts in zip(specs, loaded, decided, strict=True)
+        ]
+        flat = [event for events in sealed for event in events]
+        if not flat:
+            return [Outcome(item.state, []) for item in loaded]
+        assert all(not events for spec, events in zip(specs, sealed, strict=True) if spec.read_only)
+        row = None
+        if claim is not None:
+            version = head_of(sealed[0], loaded[0].head).version
+            row = ClaimRow(actor.tenant_id, claim, specs[0].stream_id, version)
+        after = [tip.submission for tip in live if tip is not None]
+        submission = self.writer.submit(flat, row, after)
+        states = []
+        for spec, item, events in zip(specs, loaded, sealed, strict=True):
+            state = item.state
+            for event in events:
+                state = spec.evolve(state, event)
+            states.append(state)
+            if events:
+                self._tips[(spec.stream_id, spec.evolve)] = _Tip(
+                    Loaded(state, head_of(events)), submission
                 )
-                for spec, item, drafts in zip(specs, loaded, decided, strict=True)
-            ]
-            flat = [event for events in sealed for event in events]
-            if not flat:
-                return [Outcome(item.state, []) for item in loaded]
-            try:
-                positions = iter(await self.writer.append(flat))
-            except StreamConflict:
-                for spec in specs:
-                    self._forget((spec.stream_id, spec.evolve))
-                if attempt + 1 == self.attempts:
-                    raise
-                # Randomised exponential back-off: with a fixed one the process that just won
-                # keeps winning and the other one runs out of attempts.
-                await asyncio.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
-                continue
-            outcomes: list[Outcome[Any]] = []
-            for spec, item, events in zip(specs, loaded, sealed, strict=True):
-                recorded = [msgspec.structs.replace(e, position=next(positions)) for e in events]
-                state = item.state
-                for event in recorded:
-                    state = spec.evolve(state, event)
-                if recorded:
-                    self._remember((spec.stream_id, spec.evolve), Loaded(state, head_of(recorded)))
-                outcomes.append(Outcome(state, recorded))
-            return outcomes
-        raise AssertionError("unreachable")
+        return _Prepared(specs, sealed, states, submission)
+
+    def _settle(self, prepared: _Prepared, positions: list[int]) -> list[Outcome[Any]]:
+        """The committed command's outcomes; its states become the cached ones."""
+        at = iter(positions)
+        committed = max(positions) if positions else None
+        outcomes: list[Outcome[Any]] = []
+        for spec, events, state in zip(
+            prepared.specs, prepared.sealed, prepared.states, strict=True
+        ):
+            recorded = [msgspec.structs.replace(e, position=next(at)) for e in events]
+            key = (spec.stream_id, spec.evolve)
+            if recorded:
+                self._remember(key, Loaded(state, head_of(recorded)))
+                self._untip(key, prepared.submission)
+            outcomes.append(Outcome(state, recorded, committed))
+        return outcomes
+
+    def _drop(self, prepared: _Prepared) -> None:
+        """A command that did not commit: what this process knows of its streams is stale."""
+        for spec in prepared.specs:
+            key = (spec.stream_id, spec.evolve)
+            self._forget(key)
+            self._untip(key, prepared.submission)
+
+    def _untip(self, key: tuple[str, Evolve], submission: Submission) -> None:
+        # Only this command's tip: a later command's (decided after it) stays.
+        tip = self._tips.get(key)
+        if tip is not None and tip.submission is submission:
+            del self._tips[key]
+
+    async def _io(self, work: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await work
+        except TimeoutError:
+            raise Unavailable("the event store did not answer in time") from None
 
 
 class Aggregate(NamedTuple, Generic[S, C]):
@@ -259,7 +420,9 @@ class Handlers(Generic[S, C]):
         self.bus = bus
         self.aggregate = aggregate
 
-    async def handle(self, actor: Actor, cmd: C) -> Outcome[S | None]:
+    async def handle(
+        self, actor: Actor, cmd: C, *, claim: Claim | None = None
+    ) -> Outcome[S | None]:
         agg = self.aggregate
         return await self.bus.execute(
             agg.stream_of(cmd),
@@ -268,6 +431,7 @@ class Handlers(Generic[S, C]):
             actor,
             new=agg.creates(cmd),
             thread_id=agg.thread_of(cmd),
+            claim=claim,
         )
 
     def get(self, tenant_id: str, stream_id: str) -> S | None:

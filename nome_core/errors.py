@@ -34,3 +34,10 @@ class Invalid(DomainError):
 
 class StreamConflict(Conflict):
     """Another writer appended to the stream first (optimistic concurrency)."""
+
+
+class Unavailable(DomainError):
+    """The event store did not answer in time: the outcome of a command is unknown, and a
+    retry with the same idempotency key is safe."""
+
+    code = "unavailable"

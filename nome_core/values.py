@@ -3,11 +3,21 @@ context lives there (run statuses in runs/state.py, receipt statuses in tools/re
 
 from __future__ import annotations
 
+import uuid
 from typing import Final, Literal, get_args
 
-# API.md §0. `platform` (the deployment's operator, §6) has no tenant of its own.
+# The roles of a tenant's keys (API.md §0).
 Role = Literal["viewer", "member", "operator", "auditor", "admin"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
+
+# The operator of the whole deployment (API.md §6): a key of its own, in no customer
+# tenant, that none of the tenant roles include and that includes none of them.
+PLATFORM_ROLE: Final = "platform"
+# Where the platform's keys live: no customer tenant's id (those derive from their names in
+# another namespace, nome_core/tenants/state.py).
+PLATFORM_TENANT_ID: Final = str(
+    uuid.uuid5(uuid.UUID("5b1f3c1e-4f0e-4d5e-9c55-6e6f6d650007"), "platform")
+)
 
 # How hard a run thinks, and so what it may cost (API.md §3, §6).
 Tier = Literal["fast", "standard", "deep"]

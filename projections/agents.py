@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from nome_core.agents.events import AgentCreated, AgentDeleted, AgentUpdated
-from nome_core.agents.state import AgentState, evolve
+from nome_core.agents.state import DEFAULT_CONTEXT_TOKENS, AgentState, evolve
 from nome_core.events import Event
 from projections.engine import Projection, View
 from projections.paging import tenant_page
@@ -26,6 +26,8 @@ class AgentView(msgspec.Struct, kw_only=True):
     tier: str
     created_at: str
     updated_at: str
+    # The budget of the conversation its runs send the model, in tokens (words).
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS
 
 
 _encode = msgspec.json.Encoder().encode
@@ -63,6 +65,7 @@ class AgentsProjection(Projection):
                         tools=u.tools,
                         tier=u.tier,
                         updated_at=event.at,
+                        context_tokens=u.context_tokens or DEFAULT_CONTEXT_TOKENS,
                     )
                     view.set(key, _encode(updated))
             case AgentDeleted():
@@ -84,6 +87,7 @@ def view_of(state: AgentState) -> AgentView:
         tier=state.tier,
         created_at=state.created_at,
         updated_at=state.updated_at,
+        context_tokens=state.context_tokens or DEFAULT_CONTEXT_TOKENS,
     )
 
 

@@ -61,5 +61,5 @@ class Queries:
         self.agents = AgentQueries(models.agents, redis, get)
         self.approvals = ApprovalQueries(models.approvals, redis, get)
         self.tools = ToolQueries(models.tools, redis, get)
-        self.accounts = AccountQueries(models.accounts, redis, self.tenants)
+        self.accounts = AccountQueries(models.accounts, redis)
         self.registry = Registry(models.tools, redis)

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from nome_core.accounts.events import SlotTaken
 from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
 from nome_core.events import Event
 from nome_core.runs.events import (
@@ -56,7 +57,7 @@ _decode = msgspec.json.Decoder(RunView).decode
 
 class RunsProjection(Projection):
     name = "runs"
-    types = frozenset({RunAdmitted.type})
+    types = frozenset({RunAdmitted.type, SlotTaken.type})
 
     def wants(self, event: Event) -> bool:
         # Every event of a run's own stream moves its event count.
@@ -78,20 +79,26 @@ class RunsProjection(Projection):
         return self.key("awaiting", run_id)
 
     def runnable(self) -> str:
-        """`tenant|run` of every admitted, unfinished run that is not waiting on a person."""
+        """`tenant|run` of every unfinished run holding one of its tenant's run slots that
+        is not waiting on a person."""
         return self.key("runnable")
 
     @staticmethod
     def may_change_runnable(event: Event) -> bool:
         """Whether applying `event` can add to or remove from the runnable set: a run's own
-        events, and a thread admitting one of its runs."""
-        return event.run_id is not None or isinstance(event.data, RunAdmitted)
+        events, and a run taking a slot (or a thread admitting a run of before slots)."""
+        return event.run_id is not None or isinstance(event.data, RunAdmitted | SlotTaken)
 
     def apply(self, event: Event, view: View) -> None:
         tenant = event.tenant_id
-        if isinstance(event.data, RunAdmitted):
-            view.sadd(self.runnable(), f"{tenant}|{event.data.run_id}")
-            return
+        match event.data:
+            # A run may start once it holds one of its tenant's slots; a run admitted before
+            # there were slots, once its thread admitted it.
+            case SlotTaken(run_id=run_id) | RunAdmitted(run_id=run_id, slotted=False):
+                view.sadd(self.runnable(), f"{tenant}|{run_id}")
+                return
+            case RunAdmitted():
+                return
         run_id = event.stream_id
         doc_key = self.doc(tenant, run_id)
         if isinstance(event.data, RunCreated):
@@ -124,10 +131,14 @@ class RunsProjection(Projection):
                 run = msgspec.structs.replace(
                     run, status="completed", ended_at=event.at, usage=usage
                 )
-            case RunFailed(error=error):
-                run = msgspec.structs.replace(run, status="failed", ended_at=event.at, error=error)
-            case RunCancelled():
-                run = msgspec.structs.replace(run, status="cancelled", ended_at=event.at)
+            case RunFailed(error=error, usage=usage):
+                run = msgspec.structs.replace(
+                    run, status="failed", ended_at=event.at, error=error, usage=usage or Usage()
+                )
+            case RunCancelled(usage=usage):
+                run = msgspec.structs.replace(
+                    run, status="cancelled", ended_at=event.at, usage=usage or Usage()
+                )
         if event.type in TERMINAL_TYPES:
             view.srem(self.runnable(), f"{tenant}|{run_id}")
             view.delete(self.awaiting(run_id))

@@ -84,6 +84,13 @@ class Api:
         await self.settle(outcome.position)
         return raw
 
+    async def platform_key(self) -> str:
+        """A key of the deployment's operator (role `platform`)."""
+        outcome, raw = await self.runtime.app.keys.create_platform("test platform")
+        assert outcome.position is not None
+        await self.settle(outcome.position)
+        return raw
+
     async def settle(self, position: int | None = None) -> None:
         """Wait until the read models have processed `position` (default: the head).
 

@@ -21,7 +21,7 @@ from nome_core.tools.builtin import (
     check_arguments,
     evaluate,
 )
-from nome_core.tools.executor import BackendUnreachable, CallContext, ToolFailed
+from nome_core.tools.executor import BackendUnreachable, CallContext, ToolFailed, idempotency_key
 from nome_core.tools.state import Call
 
 MAX_BODY = 256 * 1024
@@ -46,10 +46,10 @@ class BuiltinExecutor:
                 # The note itself lands in the thread with this receipt (nome_core/tools/notes).
                 return {"note_id": str(uuid.uuid5(_NOTE_NAMESPACE, call.call_id))}
             case HttpFetchArgs(url=url):
-                return await self._fetch(url)
+                return await self._fetch(url, idempotency_key(call))
         return {"now": self.clock.now()}
 
-    async def _fetch(self, url: str) -> dict[str, Any]:
+    async def _fetch(self, url: str, key: str) -> dict[str, Any]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ToolFailed("only http and https URLs can be fetched")
@@ -59,7 +59,9 @@ class BuiltinExecutor:
         try:
             async with (
                 httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client,
-                client.stream("GET", url) as response,
+                # A server that honours the key answers a repeated attempt of one call
+                # once; the call is still never run twice knowingly (it is not idempotent).
+                client.stream("GET", url, headers={"Idempotency-Key": key}) as response,
             ):
                 body = b""
                 async for chunk in response.aiter_bytes():

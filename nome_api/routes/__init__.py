@@ -6,6 +6,7 @@ from __future__ import annotations
 from litestar import Router
 
 from nome_api.routes import (
+    account,
     admin,
     agents,
     approvals,
@@ -15,6 +16,7 @@ from nome_api.routes import (
     console,
     events,
     health,
+    platform,
     runs,
     threads,
     tools,
@@ -26,6 +28,8 @@ ALWAYS: list[Router] = [health.router]
 # Served by the `api` role.
 API: list[Router] = [
     bootstrap.router,
+    account.router,
+    platform.router,
     admin.router,
     threads.router,
     agents.router,

@@ -22,11 +22,16 @@ from nome_api.context import (
 )
 from nome_api.errors import ApiError
 from nome_api.gateway import wait_for_position
-from nome_api.idempotency import idempotent
+from nome_api.idempotency import idempotency_key_sha256, idempotent, result_of
 from nome_api.ids import checked_id
+from nome_api.keyring import keyring_for
+from nome_api.openapi import IDEMPOTENT, errors
 from nome_api.schemas import PageOf, Strict
+from nome_core.bus import Claim, Claimed
+from nome_core.keys import secrets
 from nome_core.keys.commands import RevokeKey
-from nome_core.values import Role
+from nome_core.keys.state import KeyState, evolve
+from nome_core.values import PLATFORM_ROLE, Role
 from projections.keys import KeyView
 from projections.tracking import Status
 
@@ -50,28 +55,51 @@ class CreatedKey(msgspec.Struct, kw_only=True):
 _encode = msgspec.json.Encoder().encode
 
 
-@post("/keys", status_code=201, summary="Create an API key (shown once)", opt={"role": "admin"})
+@post(
+    "/keys",
+    status_code=201,
+    summary="Create an API key (shown once)",
+    opt={"role": "admin", **IDEMPOTENT},
+    responses=errors(404),
+)
 async def create_key(request: Req, data: JSONBody[CreateKeyBody]) -> Response[CreatedKey]:
     caller = caller_of(request)
     if data.tenant_id is not None and data.tenant_id != caller.tenant_id:
         raise ApiError(404, "no such tenant")
 
-    async def run() -> Response[Any]:
-        outcome, raw = await runtime_of(request).app.keys.create(
-            actor_of(request), data.name, list(data.roles)
+    runtime = runtime_of(request)
+    keyring = keyring_for(runtime.settings)
+
+    async def run(claim: Claim | None) -> Response[Any]:
+        raw = secrets.generate()
+        if claim is not None:
+            # The raw key is shown once and kept nowhere else: a retry of this request, even
+            # after a crash, must show it again, so the claim keeps it sealed for 24 h.
+            sealed = keyring.seal(raw.encode(), context=claim.key_sha256.encode())
+            claim = claim._replace(sealed=sealed)
+        outcome, _ = await runtime.app.keys.create(
+            actor_of(request), data.name, list(data.roles), raw_key=raw, claim=claim
         )
         key = outcome.state
         assert key is not None and outcome.position is not None
         # Like a revocation, a new key takes effect before it is shown: usable at once. The
         # key exists either way, so a slow projector must not turn this answer into an error.
         with contextlib.suppress(ApiError):
-            await wait_for_position(runtime_of(request), outcome.position)
-        body = CreatedKey(
-            id=key.id, name=key.name, roles=key.roles, key=raw, created_at=key.created_at
-        )
-        return json_bytes(_encode(body), status=201, position=outcome.position)
+            await wait_for_position(runtime, outcome.position)
+        return _created(key, raw, outcome.position)
 
-    return await idempotent(request, run)
+    async def replay(claimed: Claimed) -> Response[Any]:
+        key, _, position = await result_of(request, claimed, evolve)
+        assert claimed.sealed is not None
+        raw = keyring.open(claimed.sealed, context=idempotency_key_sha256(request).encode())
+        return _created(key, raw.decode(), position)
+
+    return await idempotent(request, run, replay)
+
+
+def _created(key: KeyState, raw: str, position: int) -> Response[bytes]:
+    body = CreatedKey(id=key.id, name=key.name, roles=key.roles, key=raw, created_at=key.created_at)
+    return json_bytes(_encode(body), status=201, position=position)
 
 
 @get("/keys", summary="List API keys (never the keys themselves)", opt={"role": "admin"})
@@ -82,7 +110,12 @@ async def list_keys(
     return json_bytes(await keys.page(caller_of(request).tenant_id, limit=limit, cursor=cursor))
 
 
-@delete("/keys/{key_id:str}", summary="Revoke an API key", opt={"role": "admin"})
+@delete(
+    "/keys/{key_id:str}",
+    summary="Revoke an API key",
+    opt={"role": "admin"},
+    responses=errors(409),
+)
 async def revoke_key(request: Req, key_id: FromPath[str]) -> Response[None]:
     runtime = runtime_of(request)
     outcome = await runtime.app.keys.handle(
@@ -129,7 +162,7 @@ class ProjectionStatus(msgspec.Struct, kw_only=True):
 
 async def projection_statuses(request: Req) -> list[ProjectionStatus]:
     runtime = runtime_of(request)
-    head = await asyncio.to_thread(runtime.store.head)
+    head = await runtime.log.head()
     return [
         ProjectionStatus(
             name=s.name,
@@ -150,8 +183,8 @@ async def list_projections(request: Req) -> list[ProjectionStatus]:
 @post(
     "/projections/{name:str}/rebuild",
     status_code=202,
-    summary="Rebuild a read model from the log",
-    opt={"role": "operator"},
+    summary="Rebuild a read model from the log (the platform operator's: read models are shared)",
+    opt={"role": PLATFORM_ROLE},
 )
 async def rebuild_projection(request: Req, name: FromPath[str]) -> ProjectionStatus:
     runtime = runtime_of(request)

@@ -20,11 +20,13 @@ from nome_api.context import (
     runtime_of,
 )
 from nome_api.errors import ApiError
-from nome_api.idempotency import idempotent
+from nome_api.idempotency import idempotent, result_of
 from nome_api.ids import checked_id
+from nome_api.openapi import IDEMPOTENT, errors
 from nome_api.schemas import PageOf, Strict, ToolName
 from nome_core.agents.commands import CreateAgent, DeleteAgent, UpdateAgent
-from nome_core.agents.state import AgentState
+from nome_core.agents.state import AgentState, evolve
+from nome_core.bus import Claim, Claimed
 from nome_core.values import SCRIPTED_MODEL, Provider, Tier
 from projections.agents import AgentView, view_of
 
@@ -33,6 +35,8 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Instructions = Annotated[str, msgspec.Meta(max_length=50_000)]
 Model = Annotated[str, msgspec.Meta(max_length=200)]
 Tools = Annotated[list[ToolName], msgspec.Meta(max_length=64)]
+# The conversation budget its runs send the model, in tokens (words); default 8,000.
+ContextTokens = Annotated[int, msgspec.Meta(ge=100, le=1_000_000)]
 
 
 class CreateAgentBody(Strict):
@@ -42,6 +46,7 @@ class CreateAgentBody(Strict):
     model: Model | None = None
     tools: Tools | None = None
     tier: Tier = "standard"
+    context_tokens: ContextTokens | None = None
 
 
 class UpdateAgentBody(Strict):
@@ -51,6 +56,7 @@ class UpdateAgentBody(Strict):
     model: Model | None = None
     tools: Tools | None = None
     tier: Tier | None = None
+    context_tokens: ContextTokens | None = None
 
 
 def _agent(state: AgentState | None) -> bytes:
@@ -68,11 +74,11 @@ async def _known_tools(request: Req, tools: list[str] | None) -> list[str]:
     return names
 
 
-@post("/", status_code=201, summary="Create an agent", opt={"role": "admin"})
+@post("/", status_code=201, summary="Create an agent", opt={"role": "admin", **IDEMPOTENT})
 async def create_agent(request: Req, data: JSONBody[CreateAgentBody]) -> Response[AgentView]:
     known = await _known_tools(request, data.tools)
 
-    async def run() -> Response[Any]:
+    async def run(claim: Claim | None) -> Response[Any]:
         runtime = runtime_of(request)
         default_model = (
             SCRIPTED_MODEL if data.provider == "scripted" else runtime.settings.openai_model
@@ -85,11 +91,16 @@ async def create_agent(request: Req, data: JSONBody[CreateAgentBody]) -> Respons
             model=data.model or default_model,
             tools=list(data.tools) if data.tools is not None else known,
             tier=data.tier,
+            context_tokens=data.context_tokens,
         )
-        outcome = await runtime.app.agents.handle(actor_of(request), cmd)
+        outcome = await runtime.app.agents.handle(actor_of(request), cmd, claim=claim)
         return json_bytes(_agent(outcome.state), status=201, position=outcome.position)
 
-    return await idempotent(request, run)
+    async def replay(claimed: Claimed) -> Response[Any]:
+        state, _, position = await result_of(request, claimed, evolve)
+        return json_bytes(_agent(state), status=201, position=position)
+
+    return await idempotent(request, run, replay)
 
 
 @get("/", summary="List agents")
@@ -106,7 +117,7 @@ async def get_agent(request: Req, agent_id: FromPath[str]) -> Response[AgentView
     return found(await agents.agent(caller_of(request).tenant_id, agent_id), "agent")
 
 
-@patch("/{agent_id:str}", summary="Change an agent", opt={"role": "admin"})
+@patch("/{agent_id:str}", summary="Change an agent", opt={"role": "admin"}, responses=errors(409))
 async def update_agent(
     request: Req, agent_id: FromPath[str], data: JSONBody[UpdateAgentBody]
 ) -> Response[AgentView]:
@@ -119,12 +130,13 @@ async def update_agent(
         model=data.model,
         tools=list(data.tools) if data.tools is not None else None,
         tier=data.tier,
+        context_tokens=data.context_tokens,
     )
     outcome = await runtime_of(request).app.agents.handle(actor_of(request), cmd)
     return json_bytes(_agent(outcome.state), position=outcome.position)
 
 
-@delete("/{agent_id:str}", summary="Delete an agent", opt={"role": "admin"})
+@delete("/{agent_id:str}", summary="Delete an agent", opt={"role": "admin"}, responses=errors(409))
 async def delete_agent(request: Req, agent_id: FromPath[str]) -> Response[None]:
     cmd = DeleteAgent(agent_id=checked_id(agent_id, "agent"))
     outcome = await runtime_of(request).app.agents.handle(actor_of(request), cmd)

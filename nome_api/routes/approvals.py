@@ -17,12 +17,22 @@ from nome_api.context import (
     caller_of,
     found,
     json_bytes,
+    reached,
     runtime_of,
 )
 from nome_api.errors import ApiError
+from nome_api.openapi import errors
 from nome_api.schemas import PageOf, Strict
 from nome_core.approvals.commands import ResolveApproval
 from projections.approvals import ApprovalStatus, ApprovalView
+from projections.tools import ReceiptView, receipt_view
+
+
+class Resolved(ApprovalView, kw_only=True):
+    """An answered approval; for a direct call that ran on approval, also its receipt (the
+    field is absent otherwise: the answer is the approval as GET shows it)."""
+
+    receipt: ReceiptView | msgspec.UnsetType = msgspec.UNSET
 
 
 class ResolveBody(Strict):
@@ -54,9 +64,18 @@ async def _resolve(
     approval_id: str,
     decision: Literal["approved", "denied"],
     reason: str | None,
-) -> Response[ApprovalView]:
+) -> Response[Resolved]:
     runtime, caller = runtime_of(request), caller_of(request)
-    located = await runtime.queries.approvals.located(caller.tenant_id, approval_id)
+    approvals = runtime.queries.approvals
+    located = await approvals.located(caller.tenant_id, approval_id)
+    if located is None:
+        # Perhaps asked for right after it was made, before the read model has it (another
+        # process's projector): once the approvals have caught up with the log, look again.
+        head = await runtime.log.head()
+        limit = runtime.settings.min_position_wait_s
+        names = [runtime.read_models.approvals.name]
+        if await runtime.queries.tracking.reached(runtime.redis, head, seconds=limit, names=names):
+            located = await approvals.located(caller.tenant_id, approval_id)
     if located is None:
         raise ApiError(404, "no such approval")
     ref, approval = located
@@ -72,27 +91,49 @@ async def _resolve(
         at=runtime.clock.now(),
     )
     outcome = await runtime.app.resolve_approval(actor_of(request), cmd)
+    receipt: ReceiptView | msgspec.UnsetType = msgspec.UNSET
+    if ref.run_id is None and decision == "approved":
+        # A direct call ran in this request: its receipt is the answer's too.
+        call = await runtime.log.call(runtime.app.calls.get, caller.tenant_id, ref.stream_id)
+        if call is not None and call.call.receipt is not None:
+            receipt = receipt_view(call.call.receipt)
+    resolved = Resolved(
+        **msgspec.structs.asdict(approval),
+        receipt=receipt,
+    )
     resolved = msgspec.structs.replace(
-        approval,
+        resolved,
         status=decision,
         resolved_at=outcome.events[0].at,
         resolved_by=caller.key_id,
         reason=reason,
     )
-    return json_bytes(msgspec.json.encode(resolved), position=outcome.position)
+    return json_bytes(msgspec.json.encode(resolved), position=await reached(request, outcome))
 
 
-@post("/{approval_id:str}/approve", status_code=200, summary="Approve", opt={"role": "member"})
+@post(
+    "/{approval_id:str}/approve",
+    status_code=200,
+    summary="Approve",
+    opt={"role": "member"},
+    responses=errors(409),
+)
 async def approve(
     request: Req, approval_id: FromPath[str], data: JSONBody[ResolveBody | None] = None
-) -> Response[ApprovalView]:
+) -> Response[Resolved]:
     return await _resolve(request, approval_id, "approved", data.reason if data else None)
 
 
-@post("/{approval_id:str}/deny", status_code=200, summary="Deny", opt={"role": "member"})
+@post(
+    "/{approval_id:str}/deny",
+    status_code=200,
+    summary="Deny",
+    opt={"role": "member"},
+    responses=errors(409),
+)
 async def deny(
     request: Req, approval_id: FromPath[str], data: JSONBody[ResolveBody | None] = None
-) -> Response[ApprovalView]:
+) -> Response[Resolved]:
     return await _resolve(request, approval_id, "denied", data.reason if data else None)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -26,6 +26,7 @@ from litestar.response import Stream
 from nome_api.context import Req, caller_of, runtime_of
 from nome_api.errors import ApiError
 from nome_api.keyring import keyring_for
+from nome_api.schemas import MAX_POSITION
 from nome_core.audit import (
     CHECKPOINT_VERSION,
     SIGNATURE_ALG,
@@ -48,6 +49,21 @@ log = structlog.get_logger("nome.audit")
 # page that fits the CPU cache encodes faster than a bigger one; 1,000-2,500 measured alike.
 PAGE = 2000
 NDJSON = "application/x-ndjson"
+# Any spelling Python's UUID() reads is accepted; the documented one is the usual one.
+StreamId = Annotated[str | None, QueryParameter(schema_extra={"format": "uuid"})]
+
+
+def _position(description: str) -> Any:
+    """An optional log position; Litestar leaves `ge=0` of an optional number out of the
+    document (it tests the bound for truth), so the schema says it again."""
+    return Annotated[
+        int | None,
+        QueryParameter(ge=0, le=MAX_POSITION, schema_extra={"minimum": 0}, description=description),
+    ]
+
+
+After = _position("position, exclusive")
+Until = _position("position, inclusive")
 
 
 class ExportFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -283,18 +299,23 @@ def verify_page(
     return (rows[-1].position if rows else after), len(rows) < PAGE
 
 
-@get("/export", summary="Export the tenant's events as NDJSON envelopes", opt={"role": "auditor"})
+@get(
+    "/export",
+    summary="Export the tenant's events as NDJSON envelopes",
+    opt={"role": "auditor"},
+    media_type=NDJSON,
+)
 async def export(
     request: Req,
-    after: Annotated[int | None, QueryParameter(description="position, exclusive")] = None,
-    until: Annotated[int | None, QueryParameter(description="position, inclusive")] = None,
-    stream_id: Annotated[str | None, QueryParameter()] = None,
+    after: After = None,
+    until: Until = None,
+    stream_id: StreamId = None,
     types: Annotated[str | None, QueryParameter(description="comma-separated types")] = None,
 ) -> Stream:
     """The tenant's envelopes as NDJSON, in position order, up to the head at the start."""
     flt = export_filter(after, until, stream_id, types)
     runtime = runtime_of(request)
-    flt = pinned(flt, await asyncio.to_thread(runtime.store.head))
+    flt = pinned(flt, await runtime.log.head())
     assert flt.until is not None
     ring = await asyncio.to_thread(keyring_for, runtime.settings)
     chunks = export_chunks(
@@ -305,19 +326,15 @@ async def export(
 
 
 @get("/verify", summary="Recompute the tenant's hash chains", opt={"role": "auditor"})
-async def verify(
-    request: Req, stream_id: Annotated[str | None, QueryParameter()] = None
-) -> Response[Report]:
+async def verify(request: Req, stream_id: StreamId = None) -> Response[Report]:
     """Recompute every hash chain of the tenant (or one stream) from the stored rows."""
     runtime = runtime_of(request)
-    flt = pinned(export_filter(stream_id=stream_id), await asyncio.to_thread(runtime.store.head))
+    flt = pinned(export_filter(stream_id=stream_id), await runtime.log.head())
     tenant_id = caller_of(request).tenant_id
     selection, verifier = Selection(tenant_id, flt), ChainVerifier()
     after, done = flt.after, False
     while not done:
-        after, done = await asyncio.to_thread(
-            verify_page, runtime.store, selection, after, verifier
-        )
+        after, done = await runtime.log.call(verify_page, runtime.store, selection, after, verifier)
     report = verifier.report()
     if not report.ok:
         log.warning("audit_chain_broken", tenant=tenant_id, first_bad=report.first_bad)

@@ -9,10 +9,11 @@ from litestar import Router, get
 
 from nome_api import __version__
 from nome_api.context import Req, caller_of, runtime_of
+from nome_api.downloads import ClientStatus
 from nome_api.errors import ApiError
+from nome_api.openapi import errors
 from nome_api.settings import revision
-from nome_core.accounts.plans import plan_of
-from nome_core.events import Client
+from nome_core.tenants.plans import Limits
 
 
 class PrincipalInfo(msgspec.Struct, kw_only=True):
@@ -31,12 +32,6 @@ class Credits(msgspec.Struct, kw_only=True):
     balance: int
 
 
-class LimitsView(msgspec.Struct, kw_only=True):
-    max_concurrent_runs: int
-    max_installs: int
-    max_threads: int
-
-
 class Server(msgspec.Struct, kw_only=True):
     version: str
     revision: str
@@ -47,31 +42,35 @@ class Bootstrap(msgspec.Struct, kw_only=True):
     tenant: TenantInfo
     entitlements: list[str]
     credits: Credits
-    limits: LimitsView
+    limits: Limits
     features: dict[str, bool]
     server: Server
-    client: Client
+    client: ClientStatus
 
 
 _REVISION = revision()
 
 
-@get("/v1/bootstrap", summary="Everything a client needs at start-up", tags=["bootstrap"])
+@get(
+    "/v1/bootstrap",
+    summary="Everything a client needs at start-up",
+    tags=["bootstrap"],
+    responses=errors(404),
+)
 async def bootstrap(request: Req) -> Bootstrap:
     runtime, caller = runtime_of(request), caller_of(request)
     queries = runtime.queries
-    tenant, balance = await asyncio.gather(
-        queries.tenants.tenant(caller.tenant_id), queries.accounts.balance(caller.tenant_id)
+    tenant, credits = await asyncio.gather(
+        queries.tenants.state(caller.tenant_id), queries.accounts.credits(caller.tenant_id)
     )
     if tenant is None:
         raise ApiError(404, "no such tenant")
-    plan = plan_of(tenant.plan)
     return Bootstrap(
         principal=PrincipalInfo(key_id=caller.key_id, name=caller.name, roles=sorted(caller.roles)),
-        tenant=TenantInfo(id=tenant.id, name=tenant.name, plan=plan.name),
-        entitlements=list(plan.entitlements),
-        credits=Credits(balance=balance),
-        limits=LimitsView(**msgspec.structs.asdict(plan.limits)),
+        tenant=TenantInfo(id=tenant.id, name=tenant.name, plan=tenant.plan),
+        entitlements=tenant.entitlements,
+        credits=Credits(balance=credits.balance),
+        limits=tenant.limits,
         features={
             "threads": True,
             "sse": True,
@@ -79,7 +78,7 @@ async def bootstrap(request: Req) -> Bootstrap:
             "oidc": runtime.settings.auth == "oidc",
         },
         server=Server(version=__version__, revision=_REVISION),
-        client=caller.meta.client,
+        client=runtime.downloads.status(caller.meta.client),
     )
 
 

@@ -3,9 +3,9 @@ EventSources open SSE routes with."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 from litestar import Response, Router, post
@@ -32,8 +32,17 @@ _PAGE_HEADERS = {
 }
 
 
+# The SSE paths a token may open (stream_tokens.STREAM_PATHS), as the body's documented bound.
+StreamPath = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^(?:" + "|".join(p.pattern for p, _ in stream_tokens.STREAM_PATHS) + ")$"
+    ),
+]
+
+
 class StreamTokenRequest(Strict):
-    path: str
+    path: StreamPath
 
 
 class StreamToken(msgspec.Struct, kw_only=True):
@@ -92,7 +101,7 @@ async def create_stream_token(
             identity=identity,
         ),
     )
-    head = await asyncio.to_thread(runtime.store.head)
+    head = await runtime.log.head()
     return json_bytes(
         _encode(StreamToken(token=token, expires_at=expires_at)), status=201, position=head
     )

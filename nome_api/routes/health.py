@@ -6,6 +6,7 @@ import asyncio
 
 import msgspec
 from litestar import Response, Router, get
+from litestar.openapi import ResponseSpec
 
 from nome_api import __version__
 from nome_api.context import Req, runtime_of
@@ -23,7 +24,17 @@ class Health(msgspec.Struct, kw_only=True):
     checks: Checks
 
 
-@get("/v1/health", summary="Health", opt={"public": True}, tags=["health"])
+@get(
+    "/v1/health",
+    summary="Health",
+    opt={"public": True},
+    tags=["health"],
+    responses={
+        503: ResponseSpec(
+            Health, description="the event store is unreachable", generate_examples=False
+        )
+    },
+)
 async def health(request: Req) -> Response[Health]:
     runtime = runtime_of(request)
     try:

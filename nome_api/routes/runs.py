@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -25,10 +24,12 @@ from nome_api.context import (
     runtime_of,
 )
 from nome_api.errors import ApiError
-from nome_api.idempotency import idempotent
+from nome_api.idempotency import idempotent, result_of
 from nome_api.ids import checked_id
-from nome_api.schemas import Hint, PageOf, Strict
+from nome_api.openapi import IDEMPOTENT, RESUMABLE, SSE, SSE_OR_NDJSON, errors
+from nome_api.schemas import MAX_POSITION, Hint, PageOf, Strict, is_position
 from nome_api.streams import frame
+from nome_core.bus import Claim, Claimed
 from nome_core.runs.commands import CancelRun, StartRun
 from nome_core.runs.state import RunState, RunStatus, evolve
 from nome_core.runs.verify import Verdict, verify
@@ -56,12 +57,19 @@ class CancelRunBody(Strict):
     reason: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
 
 
-async def start_run(request: Req, data: Any, thread_id: str) -> tuple[RunState, int]:
-    """Start a run from a run or chat body; the run and the position of its creation."""
+async def start_run(
+    request: Req,
+    data: Any,
+    thread_id: str | None,
+    claim: Claim | None,
+) -> tuple[RunState, int]:
+    """Start a run from a run or chat body, on a new thread when `thread_id` is None; the
+    run and the position of its creation."""
     runtime, caller = runtime_of(request), caller_of(request)
     cmd = StartRun(
         run_id=runtime.app.new_id(),
-        thread_id=checked_id(thread_id, "thread"),
+        thread_id=checked_id(thread_id, "thread") if thread_id else runtime.app.new_id(),
+        new_thread=None if thread_id else data.input[:80],
         input=data.input,
         agent_id=checked_id(data.agent_id, "agent") if data.agent_id else None,
         tier=data.tier,
@@ -70,19 +78,29 @@ async def start_run(request: Req, data: Any, thread_id: str) -> tuple[RunState, 
         creator_roles=sorted(caller.roles),
         client=caller.meta.client,
     )
-    started = await runtime.app.runs.start(actor_of(request), cmd)
-    if started.admitted and "worker" in runtime.roles:
+    started = await runtime.app.runs.start(actor_of(request), cmd, claim=claim)
+    if started.runnable and "worker" in runtime.roles:
         runtime.worker.offer(caller.tenant_id, started.run.id)
     return started.run, started.position
 
 
-@post("/v1/runs", status_code=201, summary="Start a run", opt={"role": "member"})
+@post(
+    "/v1/runs",
+    status_code=201,
+    summary="Start a run",
+    opt={"role": "member", **IDEMPOTENT},
+    responses=errors(402, 404),
+)
 async def create_run(request: Req, data: JSONBody[CreateRunBody]) -> Response[RunView]:
-    async def run() -> Response[Any]:
-        state, position = await start_run(request, data, data.thread_id)
+    async def run(claim: Claim | None) -> Response[Any]:
+        state, position = await start_run(request, data, data.thread_id, claim)
         return json_bytes(_encode(view_of(state)), status=201, position=position)
 
-    return await idempotent(request, run)
+    async def replay(claimed: Claimed) -> Response[Any]:
+        state, _, position = await result_of(request, claimed, evolve)
+        return json_bytes(_encode(view_of(state)), status=201, position=position)
+
+    return await idempotent(request, run, replay)
 
 
 @get("/v1/runs", summary="List runs, newest first")
@@ -115,6 +133,7 @@ async def get_run(request: Req, run_id: FromPath[str]) -> Response[RunView]:
     status_code=200,
     summary="Cancel a run",
     opt={"role": "operator"},
+    responses=errors(409),
 )
 async def cancel_run(
     request: Req, run_id: FromPath[str], data: JSONBody[CancelRunBody | None] = None
@@ -134,28 +153,33 @@ async def own_run_rows(
 ) -> list[Row]:
     """The run's rows after seq `after` (at most `limit`) from the log, if the run is the
     caller's tenant's (404 otherwise, also for a stream that is not a run)."""
-    store = runtime_of(request).store
+    log = runtime_of(request).log
     checked_id(run_id, "run")
-    first = await asyncio.to_thread(store.stream_rows, run_id, limit=1 if after else limit)
+    first = await log.stream_rows(run_id, limit=1 if after else limit)
     if not first or first[0].type != "run.created":
         raise ApiError(404, "no such run")
     if tenant_of(first[0].state) != caller_of(request).tenant_id:
         raise ApiError(404, "no such run")
     if not after:
         return first
-    return await asyncio.to_thread(store.stream_rows, run_id, after=after, limit=limit)
+    return await log.stream_rows(run_id, after=after, limit=limit)
 
 
 def _resume_point(request: Req) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("after")
     if raw is None or raw == "":
         return 0
-    if not raw.isdigit():
+    if not is_position(raw):
         raise ApiError(400, "Last-Event-ID and ?after= must be a non-negative integer (a seq)")
     return int(raw)
 
 
-@get("/v1/runs/{run_id:str}/stream", summary="Stream a run's events live (SSE)")
+@get(
+    "/v1/runs/{run_id:str}/stream",
+    summary="Stream a run's events live (SSE)",
+    media_type=SSE,
+    opt=RESUMABLE,
+)
 async def stream_run(request: Req, run_id: FromPath[str]) -> Stream:
     after = _resume_point(request)
     await own_run_rows(request, run_id, limit=1)
@@ -169,7 +193,7 @@ async def stream_run(request: Req, run_id: FromPath[str]) -> Stream:
 async def run_events(
     request: Req,
     run_id: FromPath[str],
-    after: Annotated[int, QueryParameter(ge=0)] = 0,
+    after: Annotated[int, QueryParameter(ge=0, le=MAX_POSITION)] = 0,
     limit: Limit = DEFAULT_PAGE,
     cursor: Cursor = None,
 ) -> Response[PageOf[dict[str, Any]]]:
@@ -179,22 +203,22 @@ async def run_events(
         start = int(position)
     # Only the page is read, however long the run: a 50,000-event run pages as fast as any.
     # The total first, and the page no further: one snapshot while the run goes on.
-    store = runtime_of(request).store
+    log = runtime_of(request).log
     await own_run_rows(request, run_id, limit=1)
-    total = await asyncio.to_thread(store.version, run_id)
+    total = await log.version(run_id)
     wanted = min(limit, total - start)
-    page = (
-        await asyncio.to_thread(store.stream_rows, run_id, after=start, limit=wanted)
-        if wanted > 0
-        else []
-    )
+    page = await log.stream_rows(run_id, after=start, limit=wanted) if wanted > 0 else []
     docs = [row_envelope(r) for r in page]
     more = start + limit < total
     next_cursor = encode_cursor(str(start + len(page))) if more else None
     return json_bytes(page_json(docs, next_cursor, total))
 
 
-@get("/v1/runs/{run_id:str}/replay", summary="Replay a recorded run (SSE or NDJSON)")
+@get(
+    "/v1/runs/{run_id:str}/replay",
+    summary="Replay a recorded run (SSE or NDJSON)",
+    opt=SSE_OR_NDJSON,
+)
 async def replay_run(
     request: Req,
     run_id: FromPath[str],
@@ -237,7 +261,9 @@ class RunAt(msgspec.Struct, kw_only=True):
 
 @get("/v1/runs/{run_id:str}/state", summary="The run as it stood after event `at`")
 async def run_state_at(
-    request: Req, run_id: FromPath[str], at: Annotated[int | None, QueryParameter(ge=1)] = None
+    request: Req,
+    run_id: FromPath[str],
+    at: Annotated[int | None, QueryParameter(ge=1, le=MAX_POSITION)] = None,
 ) -> RunAt:
     rows = await own_run_rows(request, run_id)
     upto = len(rows) if at is None else at

@@ -21,9 +21,12 @@ from nome_api.context import (
     runtime_of,
 )
 from nome_api.errors import ApiError, Issue
-from nome_api.idempotency import idempotent
+from nome_api.idempotency import idempotent, result_of
 from nome_api.ids import checked_id
+from nome_api.openapi import IDEMPOTENT, errors
 from nome_api.schemas import Labels, PageOf, Strict, Title
+from nome_core.bus import Claim, Claimed
+from nome_core.events import Event
 from nome_core.threads.commands import (
     AddMessage,
     ClientRole,
@@ -31,7 +34,8 @@ from nome_core.threads.commands import (
     DeleteThread,
     RenameThread,
 )
-from nome_core.threads.state import ThreadState
+from nome_core.threads.events import MessageAdded
+from nome_core.threads.state import ThreadState, evolve
 from projections.threads import RESERVED_METADATA, MessageView, ThreadView, message_view, view_of
 
 _encode = msgspec.json.Encoder().encode
@@ -57,15 +61,19 @@ def _thread(outcome_state: ThreadState | None) -> bytes:
     return _encode(view_of(outcome_state))
 
 
-@post("/", status_code=201, summary="Create a thread", opt={"role": "member"})
+@post("/", status_code=201, summary="Create a thread", opt={"role": "member", **IDEMPOTENT})
 async def create_thread(request: Req, data: JSONBody[CreateThreadBody]) -> Response[ThreadView]:
-    async def run() -> Response[Any]:
+    async def run(claim: Claim | None) -> Response[Any]:
         app = runtime_of(request).app
         cmd = CreateThread(thread_id=app.new_id(), title=data.title, metadata=dict(data.metadata))
-        outcome = await app.threads.handle(actor_of(request), cmd)
+        outcome = await app.threads.handle(actor_of(request), cmd, claim=claim)
         return json_bytes(_thread(outcome.state), status=201, position=outcome.position)
 
-    return await idempotent(request, run)
+    async def replay(claimed: Claimed) -> Response[Any]:
+        state, _, position = await result_of(request, claimed, evolve)
+        return json_bytes(_thread(state), status=201, position=position)
+
+    return await idempotent(request, run, replay)
 
 
 @get("/", summary="List threads, most recently updated first")
@@ -87,7 +95,7 @@ async def get_thread(request: Req, thread_id: FromPath[str]) -> Response[ThreadV
     return found(await threads.thread(caller_of(request).tenant_id, thread_id), "thread")
 
 
-@patch("/{thread_id:str}", summary="Rename a thread", opt={"role": "member"})
+@patch("/{thread_id:str}", summary="Rename a thread", opt={"role": "member"}, responses=errors(409))
 async def rename_thread(
     request: Req, thread_id: FromPath[str], data: JSONBody[RenameThreadBody]
 ) -> Response[ThreadView]:
@@ -96,10 +104,16 @@ async def rename_thread(
     return json_bytes(_thread(outcome.state), position=await reached(request, outcome))
 
 
-@delete("/{thread_id:str}", summary="Delete a thread (a tombstone event)", opt={"role": "member"})
+@delete(
+    "/{thread_id:str}",
+    summary="Delete a thread (a tombstone event)",
+    opt={"role": "member"},
+    responses=errors(409),
+)
 async def delete_thread(request: Req, thread_id: FromPath[str]) -> Response[None]:
     cmd = DeleteThread(thread_id=checked_id(thread_id, "thread"))
-    outcome = await runtime_of(request).app.threads.handle(actor_of(request), cmd)
+    # Its active and queued runs stop in the same commit.
+    outcome = await runtime_of(request).app.runs.delete_thread(actor_of(request), cmd)
     return Response(None, status_code=204, headers={"X-Nome-Position": str(outcome.position or 0)})
 
 
@@ -118,7 +132,7 @@ async def list_messages(
     "/{thread_id:str}/messages",
     status_code=201,
     summary="Append a user or system message",
-    opt={"role": "member"},
+    opt={"role": "member", **IDEMPOTENT},
 )
 async def post_message(
     request: Req, thread_id: FromPath[str], data: JSONBody[PostMessageBody]
@@ -131,7 +145,7 @@ async def post_message(
             issues=[Issue(path=["metadata", k], message="reserved key") for k in sorted(reserved)],
         )
 
-    async def run() -> Response[Any]:
+    async def run(claim: Claim | None) -> Response[Any]:
         app = runtime_of(request).app
         cmd = AddMessage(
             thread_id=checked_id(thread_id, "thread"),
@@ -141,12 +155,20 @@ async def post_message(
             attributes=dict(data.metadata),
             client=caller_of(request).meta.client,
         )
-        outcome = await app.threads.handle(actor_of(request), cmd)
-        event = outcome.events[-1]
-        message = message_view(event, event.data)  # type: ignore[arg-type]
-        return json_bytes(_encode(message), status=201, position=outcome.position)
+        outcome = await app.threads.handle(actor_of(request), cmd, claim=claim)
+        return _message(outcome.events[-1], outcome.position)
 
-    return await idempotent(request, run)
+    async def replay(claimed: Claimed) -> Response[Any]:
+        _, event, position = await result_of(request, claimed, evolve)
+        return _message(event, position)
+
+    return await idempotent(request, run, replay)
+
+
+def _message(added: Event, position: int | None) -> Response[bytes]:
+    assert isinstance(added.data, MessageAdded)
+    message = message_view(added, added.data)
+    return json_bytes(_encode(message), status=201, position=position)
 
 
 router = Router(

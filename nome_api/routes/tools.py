@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, Router, get, post, put
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from nome_api.context import (
@@ -22,10 +22,14 @@ from nome_api.context import (
     runtime_of,
 )
 from nome_api.errors import ApiError
-from nome_api.idempotency import idempotent
+from nome_api.idempotency import idempotent, result_of
 from nome_api.ids import checked_id
+from nome_api.openapi import IDEMPOTENT, errors
 from nome_api.schemas import PageOf, Strict, ToolName
+from nome_core.bus import Claim, Claimed
 from nome_core.calls.commands import CallTool
+from nome_core.calls.state import DirectCall
+from nome_core.calls.state import evolve as call_evolve
 from nome_core.tools.builtin import ToolSpec
 from nome_core.tools.commands import SetPolicy
 from nome_core.tools.policy import Approval, Offline, Policy, simulate
@@ -39,7 +43,8 @@ Roles = Annotated[list[Role], msgspec.Meta(max_length=5)]
 class PolicyBody(Strict):
     """A tool's policy as an admin sets it (the whole policy; omitted fields take defaults)."""
 
-    max_calls_per_run: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # A bound keeps the number exact wherever it is read (Lua reads numbers as doubles).
+    max_calls_per_run: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     approval: Approval = "none"
     offline: Offline = "fail"
     allowed_roles: Roles = msgspec.field(default_factory=lambda: ["member", "operator", "admin"])
@@ -131,7 +136,10 @@ async def list_policies(request: Req) -> list[PolicyView]:
 
 
 @put(
-    "/policies/{tool:str}", summary="Change a tool's policy (a new version)", opt={"role": "admin"}
+    "/policies/{tool:str}",
+    summary="Change a tool's policy (a new version)",
+    opt={"role": "admin"},
+    responses=errors(409),
 )
 async def put_policy(
     request: Req, tool: FromPath[str], data: JSONBody[PolicyBody]
@@ -143,7 +151,7 @@ async def put_policy(
     )
     outcome = await runtime.app.tools.handle(actor_of(request), cmd)
     # A change that changes nothing leaves the policy as it was (the default, maybe).
-    policy = outcome.state or await asyncio.to_thread(
+    policy = outcome.state or await runtime.log.call(
         runtime.app.tools.policy, caller.tenant_id, spec
     )
     return json_bytes(_encode(policy_view(policy)), position=await reached(request, outcome))
@@ -154,12 +162,13 @@ async def put_policy(
     status_code=200,
     summary="What a proposed policy would change",
     opt={"role": "admin"},
+    responses=errors(404),
 )
 async def simulate_policy(request: Req, data: JSONBody[SimulatePolicyBody]) -> SimulationView:
     """Replays the tenant's recent calls of the tool through the proposed policy."""
     runtime, tenant = runtime_of(request), caller_of(request).tenant_id
     spec = await _known(request, data.tool)
-    current = await asyncio.to_thread(runtime.app.tools.policy, tenant, spec)
+    current = await runtime.log.call(runtime.app.tools.policy, tenant, spec)
     past = await runtime.queries.tools.recent_calls(tenant)
     outcome = simulate(data.policy(spec.name, current.version + 1), past)
     return msgspec.convert(msgspec.to_builtins(outcome), SimulationView)
@@ -169,12 +178,18 @@ async def simulate_policy(request: Req, data: JSONBody[SimulatePolicyBody]) -> S
     "/call",
     status_code=200,
     summary="Call a tool directly (policy applies)",
-    opt={"role": "member"},
+    opt={"role": "member", **IDEMPOTENT},
+    responses={
+        202: ResponseSpec(
+            ApprovalPending, description="the call waits on an approval", generate_examples=False
+        ),
+        **errors(404),
+    },
 )
 async def call_tool(request: Req, data: JSONBody[CallToolBody]) -> Response[ReceiptView]:
     runtime, caller = runtime_of(request), caller_of(request)
 
-    async def run() -> Response[Any]:
+    async def run(claim: Claim | None) -> Response[Any]:
         app = runtime.app
         cmd = CallTool(
             call_id=app.new_id(),
@@ -184,15 +199,26 @@ async def call_tool(request: Req, data: JSONBody[CallToolBody]) -> Response[Rece
             thread_id=checked_id(data.thread_id, "thread") if data.thread_id else None,
             roles=caller.roles,
         )
-        outcome = await app.calls.call(actor_of(request), cmd)
+        outcome = await app.calls.call(actor_of(request), cmd, claim=claim)
         assert outcome.state is not None
-        call = outcome.state.call
-        if call.receipt is None:
-            pending = ApprovalPending(approval_id=call.approval_id or "", call_id=call.call_id)
-            return json_bytes(_encode(pending), status=202, position=outcome.position)
-        return json_bytes(_encode(receipt_view(call.receipt)), position=outcome.position)
+        return _called(outcome.state, outcome.position)
 
-    return await idempotent(request, run)
+    async def replay(claimed: Claimed) -> Response[Any]:
+        # The call as it stands now: its receipt, or still its approval.
+        _, _, position = await result_of(request, claimed, call_evolve)
+        state = await runtime.log.call(runtime.app.calls.get, caller.tenant_id, claimed.stream_id)
+        assert state is not None
+        return _called(state, position)
+
+    return await idempotent(request, run, replay)
+
+
+def _called(state: DirectCall, position: int | None) -> Response[bytes]:
+    call = state.call
+    if call.receipt is None:
+        pending = ApprovalPending(approval_id=call.approval_id or "", call_id=call.call_id)
+        return json_bytes(_encode(pending), status=202, position=position)
+    return json_bytes(_encode(receipt_view(call.receipt)), position=position)
 
 
 @get("/receipts/{receipt_id:str}", summary="A tool receipt", tags=["receipts"])

@@ -138,7 +138,7 @@ class RunWorker:
             advanced = await self.driver.advance(actor, run_id)
             if advanced.retry_after_s is not None:
                 self._not_before[run_id] = time.monotonic() + advanced.retry_after_s
-                log.info("tool_queued", run_id=run_id, retry_after_s=advanced.retry_after_s)
+                log.info("run_postponed", run_id=run_id, retry_after_s=advanced.retry_after_s)
             else:
                 self._not_before.pop(run_id, None)
             state = advanced.state

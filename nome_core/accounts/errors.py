@@ -1,4 +1,4 @@
-"""Account errors."""
+"""Account errors (API.md §0, §6)."""
 
 from __future__ import annotations
 
@@ -12,3 +12,27 @@ class InsufficientCredits(DomainError):
         super().__init__(
             "the tenant has not enough credits left", required=required, available=available
         )
+
+
+class BillingInactive(DomainError):
+    code = "billing_inactive"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(
+            f"the tenant's billing is {status}: work cannot start until it is settled "
+            "(reads, exports and deletions keep working)"
+        )
+
+
+class LimitReached(DomainError):
+    code = "limit_reached"
+
+    def __init__(self, what: str, *, limit: int, current: int) -> None:
+        super().__init__(f"the tenant's {what} limit is reached", limit=limit, current=current)
+
+
+class EntitlementRequired(DomainError):
+    code = "entitlement_required"
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"the tenant lacks {', '.join(missing)}", missing=missing)

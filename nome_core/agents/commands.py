@@ -14,6 +14,7 @@ class CreateAgent(Command, frozen=True, kw_only=True):
     model: str
     tools: list[str]
     tier: Tier
+    context_tokens: int | None = None
 
 
 class UpdateAgent(Command, frozen=True, kw_only=True):
@@ -26,6 +27,7 @@ class UpdateAgent(Command, frozen=True, kw_only=True):
     model: str | None = None
     tools: list[str] | None = None
     tier: Tier | None = None
+    context_tokens: int | None = None
 
 
 class DeleteAgent(Command, frozen=True, kw_only=True):

@@ -9,9 +9,9 @@ from nome_core.agents.commands import (
     EnsureDefaultAgent,
     UpdateAgent,
 )
-from nome_core.agents.errors import AgentNotFound
+from nome_core.agents.errors import AgentNotFound, DefaultAgentKept
 from nome_core.agents.events import AgentCreated, AgentDeleted, AgentUpdated
-from nome_core.agents.state import AgentState, evolve
+from nome_core.agents.state import AgentState, default_agent_id, evolve
 from nome_core.bus import Aggregate
 from nome_core.events import DomainEvent
 
@@ -35,6 +35,7 @@ def decide(cmd: AgentCommand, state: AgentState | None) -> list[DomainEvent]:
                     model=c.model,
                     tools=c.tools,
                     tier=c.tier,
+                    context_tokens=c.context_tokens,
                 )
             ]
         case EnsureDefaultAgent() as c:
@@ -60,10 +61,15 @@ def decide(cmd: AgentCommand, state: AgentState | None) -> list[DomainEvent]:
                     model=current.model if u.model is None else u.model,
                     tools=current.tools if u.tools is None else u.tools,
                     tier=current.tier if u.tier is None else u.tier,
+                    context_tokens=(
+                        current.context_tokens if u.context_tokens is None else u.context_tokens
+                    ),
                 )
             ]
         case DeleteAgent():
-            live(state)
+            agent = live(state)
+            if agent.id == default_agent_id(agent.tenant_id):
+                raise DefaultAgentKept()
             return [AgentDeleted()]
 
 

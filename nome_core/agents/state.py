@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Final
 
 import msgspec
 
@@ -10,6 +11,8 @@ from nome_core.agents.events import AgentCreated, AgentDeleted, AgentUpdated
 from nome_core.events import Event
 
 _DEFAULT_AGENT = uuid.UUID("5b1f3c1e-4f0e-4d5e-9c55-6e6f6d650002")
+# What an agent's runs may send the model, in tokens (counted as words), unless it says.
+DEFAULT_CONTEXT_TOKENS: Final = 8000
 
 
 def default_agent_id(tenant_id: str) -> str:
@@ -29,6 +32,7 @@ class AgentState(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
     updated_at: str
     deleted: bool = False
+    context_tokens: int | None = None
 
 
 def evolve(state: AgentState | None, event: Event) -> AgentState | None:
@@ -45,6 +49,7 @@ def evolve(state: AgentState | None, event: Event) -> AgentState | None:
                 tier=c.tier,
                 created_at=event.at,
                 updated_at=event.at,
+                context_tokens=c.context_tokens,
             )
         case AgentUpdated() as u if state is not None:
             return msgspec.structs.replace(
@@ -56,6 +61,7 @@ def evolve(state: AgentState | None, event: Event) -> AgentState | None:
                 tools=u.tools,
                 tier=u.tier,
                 updated_at=event.at,
+                context_tokens=u.context_tokens,
             )
         case AgentDeleted() if state is not None:
             return msgspec.structs.replace(state, deleted=True, updated_at=event.at)

@@ -9,7 +9,7 @@ from typing import Any
 
 from nome_core.approvals import decide as approvals
 from nome_core.approvals.commands import ResolveApproval
-from nome_core.bus import Actor, CommandBus, Outcome, Spec, owned_by
+from nome_core.bus import Actor, Claim, CommandBus, Outcome, Spec, owned_by
 from nome_core.calls.commands import CallTool
 from nome_core.calls.state import DirectCall, evolve
 from nome_core.errors import Invalid, NotFound
@@ -34,7 +34,9 @@ class CallHandlers:
     def get(self, tenant_id: str, call_id: str) -> DirectCall | None:
         return owned_by(self.bus.load(call_id, evolve), tenant_id)  # type: ignore[no-any-return]
 
-    async def call(self, actor: Actor, cmd: CallTool) -> Outcome[DirectCall | None]:
+    async def call(
+        self, actor: Actor, cmd: CallTool, *, claim: Claim | None = None
+    ) -> Outcome[DirectCall | None]:
         """Run the call now when the policy allows it, else deny it or ask for approval."""
         spec = await self.tools.registry.get(actor.tenant_id, cmd.tool)
         if spec is None:
@@ -69,7 +71,7 @@ class CallHandlers:
             drafts.append(
                 Draft(ToolCompleted(call_id=call.call_id, receipt=receipt), call.work_item_id)
             )
-        return await self._record(actor, cmd.call_id, cmd.thread_id, drafts, new=True)
+        return await self._record(actor, cmd.call_id, cmd.thread_id, drafts, new=True, claim=claim)
 
     async def resolve(self, actor: Actor, cmd: ResolveApproval) -> Outcome[DirectCall | None]:
         """Answer the call's approval; an approved call runs at once, in this request."""
@@ -124,6 +126,7 @@ class CallHandlers:
         drafts: Sequence[Decided],
         *,
         new: bool = False,
+        claim: Claim | None = None,
     ) -> Outcome[DirectCall | None]:
         """The call's events; a `thread.note` lands in its thread in the same commit."""
         specs = [Spec(call_id, evolve, thread_id=thread_id, new=new)]
@@ -146,5 +149,5 @@ class CallHandlers:
             decided.append(effects)
             return decided
 
-        outcome, *_ = await self.bus.execute_many(specs, decide, actor)
+        outcome, *_ = await self.bus.execute_many(specs, decide, actor, claim=claim)
         return outcome

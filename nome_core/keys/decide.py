@@ -8,7 +8,7 @@ from nome_core.events import DomainEvent
 from nome_core.keys.commands import CreateKey, KeyCommand, RevokeKey
 from nome_core.keys.events import KeyCreated, KeyRevoked
 from nome_core.keys.state import KeyState, evolve
-from nome_core.values import ROLES
+from nome_core.values import PLATFORM_ROLE, ROLES
 
 
 def decide(cmd: KeyCommand, state: KeyState | None) -> list[DomainEvent]:
@@ -16,8 +16,9 @@ def decide(cmd: KeyCommand, state: KeyState | None) -> list[DomainEvent]:
         case CreateKey() as c:
             if state is not None:
                 return []  # an ensured key that exists already
-            unknown = sorted(set(c.roles) - set(ROLES))
-            if unknown or not c.roles:
+            if c.roles == [PLATFORM_ROLE]:
+                pass  # the platform key: alone, and only made in the platform's own stream
+            elif not c.roles or set(c.roles) - set(ROLES):
                 raise Invalid(f"roles must be a non-empty subset of {', '.join(ROLES)}")
             return [
                 KeyCreated(

@@ -22,6 +22,8 @@ class StartRun(Command, frozen=True, kw_only=True):
     enqueue: bool
     creator_roles: list[str]
     client: Client
+    # Make the thread (`thread_id`) with this title in the same commit (a chat without one).
+    new_thread: str | None = None
 
 
 class CreateRun(Command, frozen=True, kw_only=True):
@@ -37,6 +39,7 @@ class CreateRun(Command, frozen=True, kw_only=True):
     # Who started it: the policy's `allowed_roles` rule decides the run's calls on these.
     creator_roles: list[str]
     client: Client
+    new_thread: str | None = None
 
 
 class RecordStep(Command, frozen=True, kw_only=True):

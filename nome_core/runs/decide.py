@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from nome_core.accounts import decide as accounts
-from nome_core.accounts.plans import plan_of
 from nome_core.accounts.state import AccountState
+from nome_core.accounts.state import evolve as accounts_evolve
 from nome_core.approvals.decide import withdraw
-from nome_core.events import Decided, DomainEvent
+from nome_core.events import Decided, DomainEvent, payload, unrecorded
 from nome_core.runs.commands import CancelRun, CreateRun, RecordStep
 from nome_core.runs.errors import RunChanged, RunEnded, RunNotFound
 from nome_core.runs.events import (
@@ -23,7 +25,9 @@ from nome_core.runs.events import (
 from nome_core.runs.state import RunState
 from nome_core.tenants.state import TenantState
 from nome_core.threads import decide as threads
+from nome_core.threads.events import RunAdmitted, ThreadCreated
 from nome_core.threads.state import ThreadState
+from nome_core.threads.state import evolve as threads_evolve
 
 _INPUT_MESSAGE = uuid.UUID("5b1f3c1e-4f0e-4d5e-9c55-6e6f6d650006")
 
@@ -40,15 +44,40 @@ def usage(tier: str, input_text: str, output_text: str) -> Usage:
     return Usage(input_tokens=tokens_in, output_tokens=tokens_out, credits=credits)
 
 
+def used(state: RunState) -> Usage | None:
+    """What a run that ends before completing used: its input and what it said so far;
+    nothing if it never started."""
+    if state.started_at is None:
+        return None
+    said = " ".join(m.text for m in state.messages)
+    return usage(state.tier, state.input, said)
+
+
+class Created(NamedTuple):
+    run: list[DomainEvent]
+    thread: list[DomainEvent]
+    account: list[DomainEvent]
+
+
 def create(
     cmd: CreateRun,
     thread: ThreadState | None,
     tenant: TenantState | None,
     account: AccountState | None,
-) -> tuple[list[DomainEvent], list[DomainEvent]]:
-    """The thread's events (the input as a user message; the run admitted or queued) and the
-    run's first event. Refused when the tenant has no credits left."""
-    accounts.check_credits(plan_of(tenant.plan if tenant else "free"), account)
+    *,
+    now: str,
+    grace_days: float,
+) -> Created:
+    """The run's first event; the thread's (the input as a user message, the run admitted
+    or queued); the account's (the run's reservation and, if its thread admitted it, its
+    place in the tenant's run queue or a slot at once). Refused, appending nothing, when
+    the tenant's billing is inactive or its available credits are short."""
+    accounts.may_start_work(tenant, now, grace_days)
+    reserved = accounts.reserve(account, tenant, run_id=cmd.run_id, tier=cmd.tier)
+    opened: list[DomainEvent] = []
+    if cmd.new_thread is not None:
+        opened = [ThreadCreated(title=cmd.new_thread, metadata={})]
+        thread = fold_new_thread(opened)
     message = threads.run_message(
         message_id=input_message_id(cmd.run_id),
         role="user",
@@ -60,10 +89,8 @@ def create(
         tools_invoked=[],
     )
     threads.live(thread)
-    thread_events: list[DomainEvent] = [
-        message,
-        *threads.admit_run(thread, cmd.run_id, enqueue=cmd.enqueue),
-    ]
+    admission = threads.admit_run(thread, cmd.run_id, enqueue=cmd.enqueue)
+    thread_events: list[DomainEvent] = [*opened, message, *admission]
     created = RunCreated(
         input=cmd.input,
         agent_id=cmd.agent_id,
@@ -73,7 +100,31 @@ def create(
         agent=cmd.agent,
         creator_roles=cmd.creator_roles,
     )
-    return thread_events, [created]
+    folded = fold_account(account, reserved)
+    slots = accounts.schedule(folded, tenant, admitted=admitted_runs(admission))
+    return Created([created], thread_events, [*reserved, *slots])
+
+
+def admitted_runs(events: Sequence[Decided]) -> list[str]:
+    """The runs a thread's events admit (each then waits for one of the tenant's slots)."""
+    return [e.run_id for e in map(payload, events) if isinstance(e, RunAdmitted)]
+
+
+def fold_account(
+    account: AccountState | None, events: Sequence[DomainEvent]
+) -> AccountState | None:
+    """The account as the same commit's earlier events leave it."""
+    for event in events:
+        account = accounts_evolve(account, unrecorded(event))
+    return account
+
+
+def fold_new_thread(events: list[DomainEvent]) -> ThreadState | None:
+    """The thread a run's own commit creates, as its later decisions see it."""
+    state: ThreadState | None = None
+    for event in events:
+        state = threads_evolve(state, unrecorded(event))
+    return state
 
 
 def live(state: RunState | None) -> RunState:
@@ -89,10 +140,12 @@ def record(cmd: RecordStep, state: RunState | None) -> list[Decided]:
     return list(cmd.drafts)
 
 
-def start(state: RunState, model: str) -> list[DomainEvent]:
+def start(
+    state: RunState, model: str, *, harness: int = 1, thread_seq: int | None = None
+) -> list[DomainEvent]:
     if state.status != "pending":
         return []
-    return [RunStarted(model=model)]
+    return [RunStarted(model=model, harness=harness, thread_seq=thread_seq)]
 
 
 def complete(state: RunState, output: str) -> list[DomainEvent]:
@@ -104,7 +157,7 @@ def complete(state: RunState, output: str) -> list[DomainEvent]:
 def fail(state: RunState, code: str, message: str) -> list[DomainEvent]:
     if state.terminal:
         raise RunEnded(state.status)
-    return [RunFailed(error=ErrorInfo(code=code, message=message))]
+    return [RunFailed(error=ErrorInfo(code=code, message=message), usage=used(state))]
 
 
 def cancel(cmd: CancelRun, state: RunState | None) -> list[Decided]:
@@ -115,5 +168,5 @@ def cancel(cmd: CancelRun, state: RunState | None) -> list[Decided]:
         raise RunEnded(run.status)
     return [
         *withdraw(run.calls, cmd.by, "the run was cancelled"),
-        RunCancelled(by=cmd.by, reason=cmd.reason),
+        RunCancelled(by=cmd.by, reason=cmd.reason, usage=used(run)),
     ]

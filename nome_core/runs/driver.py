@@ -5,9 +5,11 @@ and concurrency; what happens to the run is decided here.
 - The harness drives the run; each step is recorded against the run as last seen, so a
   cancel or another worker that got there first makes the step fail and the run is looked
   at again.
-- A tool whose backend is down under `offline: queue` leaves the run waiting: the worker is
-  told when to try again.
-- A model that fails fails the run, once, as it stands.
+- A run that can go no further for a while (a model retry's back-off, a tool backend that
+  is down under `offline: queue`, a call another worker may still be running) leaves the
+  worker free: it is told when to look again.
+- A model that fails a run started before harness 2 fails the run, once, as it stands (the
+  harness retries and fails the others itself).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from nome_core.runs import decide
 from nome_core.runs.commands import CancelRun
 from nome_core.runs.errors import RunChanged, RunEnded
 from nome_core.runs.handlers import RunHandlers, step_of
-from nome_core.runs.harness import Harness, ModelError
+from nome_core.runs.harness import Harness, ModelError, Postponed
 from nome_core.runs.state import RunState
 from nome_core.threads import state as threads
 from nome_core.tools.executor import ToolQueued
@@ -31,7 +33,7 @@ from nome_core.tools.executor import ToolQueued
 
 class Advanced(NamedTuple):
     """Where a run stands after a worker's turn: its state, and when to look again if it
-    waits on an unreachable tool backend."""
+    cannot go on before then."""
 
     state: RunState | None
     retry_after_s: float | None = None
@@ -65,8 +67,8 @@ class RunDriver:
 
         try:
             return Advanced(await self.harness.drive(state, record))
-        except ToolQueued as queued:
-            return Advanced(latest, queued.retry_after_s)
+        except (Postponed, ToolQueued) as later:
+            return Advanced(latest, later.retry_after_s)
         except ModelError as exc:
             # Fail the run as it stands now (the turn may have recorded deltas already), so
             # the failure is recorded once and the model is not asked again.

@@ -7,15 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nome_core.accounts import decide as accounts
+from nome_core.accounts.state import AccountState
 from nome_core.events import Decided, DomainEvent, payload
+from nome_core.runs.decide import admitted_runs, fold_account
 from nome_core.runs.events import (
     TERMINAL_EVENTS,
     MessageCompleted,
     RunCancelled,
     RunCompleted,
     RunFailed,
+    Usage,
 )
 from nome_core.runs.state import RunState
+from nome_core.tenants.state import TenantState
 from nome_core.threads import decide as threads
 from nome_core.threads.state import ThreadState
 from nome_core.tools.events import ToolCompleted
@@ -55,10 +59,25 @@ def thread_effects(
     return events
 
 
-def account_effects(run: RunState, drafts: Sequence[Decided]) -> list[DomainEvent]:
-    """A completed run consumes its credits."""
-    events: list[DomainEvent] = []
-    for draft in drafts:
-        if isinstance(completed := payload(draft), RunCompleted):
-            events += accounts.consume(run.id, completed.usage.credits)
-    return events
+def account_effects(
+    run: RunState,
+    account: AccountState | None,
+    tenant: TenantState | None,
+    drafts: Sequence[Decided],
+    thread_events: Sequence[Decided],
+) -> list[DomainEvent]:
+    """A run that ends is charged what it used (capped at its reservation, the rest
+    released) and frees its slot; a run its thread admits in the same commit takes its
+    place in the tenant's run queue."""
+    end = next((e for e in map(payload, drafts) if isinstance(e, TERMINAL_EVENTS)), None)
+    if end is None:
+        return []
+    used = end.usage or Usage()
+    charged = accounts.settle(account, run.id, used.credits)
+    slots = accounts.schedule(
+        fold_account(account, charged),
+        tenant,
+        admitted=admitted_runs(thread_events),
+        ended=[run.id],
+    )
+    return [*charged, *slots]

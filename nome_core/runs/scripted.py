@@ -76,4 +76,6 @@ def outcome_line(tool: str, receipt: Any) -> str:
         )
     if receipt.status == "error" or receipt.status == "queued":
         return f"{tool}: error {receipt.error or receipt.status}"
+    if receipt.status == "unknown":
+        return f"{tool}: unknown"
     return f"{tool}: " + json.dumps(receipt.result, separators=(",", ":"), ensure_ascii=False)

@@ -7,14 +7,18 @@ it produces are compared with the log. Ids are generated afresh, so both sides a
 with ids replaced by the order in which they first appear, and a message's deltas are
 compared as their concatenation (their boundaries depend on timing, not on logic).
 Cancellation and provider failure come from outside the harness: the log is compared up
-to them.
+to them. So do the outcomes of the world a run of harness 2 met: a failed model attempt
+(replayed as the error it was, so the harness discards and retries as it did), a call
+whose backend was down, or whose worker died while running it (replayed as such, so the
+harness defers, runs again or records `unknown` as it did), and every wait, which the
+replay does not sit out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import msgspec
@@ -22,19 +26,45 @@ import msgspec
 from nome_core.approvals.events import ApprovalResolved
 from nome_core.events import Decided, Draft, Event, Head, Meta, seal
 from nome_core.runs import scripted
-from nome_core.runs.events import MessageCompleted, RunCancelled, RunFailed
-from nome_core.runs.harness import Harness, Provider, Wait, next_step
+from nome_core.runs.context import ChatMessage
+from nome_core.runs.events import (
+    HARNESS,
+    MessageCompleted,
+    MessageDiscarded,
+    ModelRetryScheduled,
+    RunCancelled,
+    RunFailed,
+    RunStarted,
+)
+from nome_core.runs.harness import Harness, ModelError, Postponed, Provider, Wait, next_step
 from nome_core.runs.scripted import ToolRequest
-from nome_core.runs.state import RunState, evolve
-from nome_core.tools.events import PolicyDecision, ToolCalled, ToolCompleted
+from nome_core.runs.state import RunState, Started, evolve
+from nome_core.tools.events import (
+    PolicyDecision,
+    ToolCalled,
+    ToolCompleted,
+    ToolDeferred,
+    ToolStarted,
+)
+from nome_core.tools.executor import BackendUnreachable, ToolQueued
 from nome_core.tools.receipts import ToolReceipt
 from nome_core.tools.state import Call
 
 _ID_KEYS = frozenset(
-    {"message_id", "call_id", "work_item_id", "id", "run_id", "note_id", "approval_id"}
+    {
+        "message_id",
+        "call_id",
+        "work_item_id",
+        "id",
+        "run_id",
+        "note_id",
+        "approval_id",
+        "idempotency_key",
+    }
 )
-# Set from the clock when the step ran; replayed steps run at another time.
-_TIME_KEYS = frozenset({"expires_at"})
+# Set from the clock when the step ran (or how long it waited); replayed steps run at
+# another time and wait for nothing.
+_TIME_KEYS = frozenset({"expires_at", "retry_after_s"})
 _EXTERNAL = frozenset({RunCancelled.type, RunFailed.type})
 
 
@@ -63,43 +93,95 @@ class _Clock:
         return f"00000000-0000-4000-8000-{next(self._n):012d}"
 
 
+class _Cut:
+    """Where a worker died mid-turn and its successor closed the message."""
+
+
+class _Fail(msgspec.Struct, frozen=True):
+    """Where a model attempt failed, as the harness heard it."""
+
+    message: str
+    retryable: bool
+    retry_after_s: float | None = None
+
+
+Chunk = str | ToolRequest | _Cut | _Fail
+
+
 class _RecordedModel:
     """Plays back the model turns as they were recorded (for non-deterministic providers)."""
 
     deterministic = True
+    conversational = False
 
-    def __init__(self, model: str, turns: list[list[str | ToolRequest | _Cut]]) -> None:
+    def __init__(self, model: str, turns: list[list[Chunk]]) -> None:
         self.model = model
         self._turns = iter(turns)
 
-    async def turn(self, state: RunState) -> AsyncIterator[str | ToolRequest]:
+    async def turn(
+        self, state: RunState, messages: Sequence[ChatMessage]
+    ) -> AsyncGenerator[str | ToolRequest, None]:
         for chunk in next(self._turns, []):
             if isinstance(chunk, _Cut):
                 raise _Interrupted()
+            if isinstance(chunk, _Fail):
+                raise ModelError(
+                    chunk.message, retryable=chunk.retryable, retry_after_s=chunk.retry_after_s
+                )
             yield chunk
-
-
-class _Cut:
-    """Where a worker died mid-turn and its successor closed the message."""
 
 
 class _Interrupted(Exception):
     pass
 
 
+class _Died(Exception):
+    """The worker running a call died before recording its outcome."""
+
+
 class _Scripted:
     model = scripted.MODEL
     deterministic = True
+    conversational = False
 
-    async def turn(self, state: RunState) -> AsyncIterator[str | ToolRequest]:
+    async def turn(
+        self, state: RunState, messages: Sequence[ChatMessage]
+    ) -> AsyncGenerator[str | ToolRequest, None]:
         for chunk in scripted.turn(state):
             yield chunk
 
 
+class _RecordedContext:
+    """The thread's seq the run started at, as recorded (the history is not replayed: the
+    model's answers are)."""
+
+    def __init__(self, thread_seq: int | None) -> None:
+        self._thread_seq = thread_seq
+
+    async def thread_seq(self, state: RunState) -> int | None:
+        return self._thread_seq
+
+    async def conversation(self, state: RunState) -> list[ChatMessage]:
+        return []
+
+
+# What one attempt at a call came to: done (its receipt), deferred (the reason), or nothing
+# recorded (its worker died).
+_DONE, _OPEN = "done", "open"
+
+
 class _RecordedTools:
-    def __init__(self, policies: list[PolicyDecision], receipts: list[ToolReceipt | None]) -> None:
+    def __init__(
+        self,
+        policies: list[PolicyDecision],
+        receipts: list[ToolReceipt | None],
+        attempts: list[list[str | ToolDeferred]],
+        idempotent: list[bool],
+    ) -> None:
         self._policies = policies
         self._receipts = receipts
+        self._attempts = attempts
+        self._idempotent = idempotent
         self._asked = 0
 
     async def policy_for(self, state: RunState, tool: str, calls_so_far: int) -> PolicyDecision:
@@ -109,8 +191,32 @@ class _RecordedTools:
         self._asked += 1
         return self._policies[index] if index < len(self._policies) else _MISSING_POLICY
 
+    async def idempotent(self, state: RunState, call: Call) -> bool:
+        index = self._index(state, call)
+        return index < len(self._idempotent) and self._idempotent[index]
+
+    async def unfinished(self, state: RunState, call: Call, attempt: Started) -> ToolReceipt:
+        return self._receipt(state, call)
+
     async def execute(self, state: RunState, call: Call) -> ToolReceipt:
-        index = next(i for i, c in enumerate(state.calls) if c.call_id == call.call_id)
+        started = state.attempt(call.call_id)
+        if started is not None:
+            index = self._index(state, call)
+            attempts = self._attempts[index] if index < len(self._attempts) else []
+            if started.attempt > len(attempts):
+                raise _Diverged()
+            outcome = attempts[started.attempt - 1]
+            if outcome == _OPEN:
+                raise _Died()
+            if isinstance(outcome, ToolDeferred):
+                raise ToolQueued(2.0) from BackendUnreachable(outcome.reason)
+        return self._receipt(state, call)
+
+    def _index(self, state: RunState, call: Call) -> int:
+        return next(i for i, c in enumerate(state.calls) if c.call_id == call.call_id)
+
+    def _receipt(self, state: RunState, call: Call) -> ToolReceipt:
+        index = self._index(state, call)
         receipt = self._receipts[index] if index < len(self._receipts) else None
         if receipt is None:
             raise _Diverged()
@@ -145,13 +251,19 @@ async def verify(events: Sequence[Event]) -> Verdict:
     receipts_by_call = {
         e.data.call_id: e.data.receipt for e in recorded if isinstance(e.data, ToolCompleted)
     }
+    attempts, idempotent = _attempts_of(recorded)
     tools = _RecordedTools(
-        [c.policy for c in calls], [receipts_by_call.get(c.call_id) for c in calls]
+        [c.policy for c in calls],
+        [receipts_by_call.get(c.call_id) for c in calls],
+        [attempts.get(c.call_id, []) for c in calls],
+        [idempotent.get(c.call_id, False) for c in calls],
     )
+    started = next((e.data for e in recorded if isinstance(e.data, RunStarted)), None)
+    version = started.harness if started is not None else HARNESS
     provider: Provider = (
         _Scripted()
         if state.agent.provider == "scripted"
-        else _RecordedModel(_model_of(recorded), _turns_of(recorded))
+        else _RecordedModel(_model_of(recorded), _turns_of(recorded, version))
     )
     produced: list[Event] = []
     clock = _Clock()
@@ -182,7 +294,16 @@ async def verify(events: Sequence[Event]) -> Verdict:
         latest = next_state
         return next_state
 
-    harness = Harness(lambda _: provider, tools, clock, flush_chars=1, flush_seconds=1e9)
+    harness = Harness(
+        lambda _: provider,
+        tools,
+        clock,
+        context=_RecordedContext(started.thread_seq if started is not None else None),
+        flush_chars=1,
+        flush_seconds=1e9,
+        version=version,
+        wait_for_time=False,
+    )
     resolutions = [e.data for e in recorded if isinstance(e.data, ApprovalResolved)]
     refusals = {
         e.data.receipt.approval_id: e.data.receipt
@@ -196,6 +317,10 @@ async def verify(events: Sequence[Event]) -> Verdict:
             except _Interrupted:
                 # The worker that took over closed the half-said message: do the same.
                 state = await record(latest, _close_partial(latest))
+                continue
+            except (_Died, Postponed):
+                # A call's worker died, or the run waited here: go on where the log does.
+                state = latest
                 continue
             if not isinstance(next_step(state), Wait):
                 break
@@ -318,15 +443,44 @@ def _model_of(recorded: Sequence[Event]) -> str:
     return str(getattr(started.data, "model", "")) if started else ""
 
 
-def _turns_of(recorded: Sequence[Event]) -> list[list[str | ToolRequest | _Cut]]:
-    """Recorded model turns: text, then tool requests; a turn ends where tools run, or where
-    a taken-over turn was cut off."""
-    turns: list[list[str | ToolRequest | _Cut]] = []
-    current: list[str | ToolRequest | _Cut] = []
+def _attempts_of(
+    recorded: Sequence[Event],
+) -> tuple[dict[str, list[str | ToolDeferred]], dict[str, bool]]:
+    """Each call's attempts (harness 2) and whether its tool said it may run again."""
+    attempts: dict[str, list[str | ToolDeferred]] = {}
+    idempotent: dict[str, bool] = {}
+    for event in recorded:
+        match event.data:
+            case ToolStarted(call_id=call_id) as started:
+                attempts.setdefault(call_id, []).append(_OPEN)
+                idempotent.setdefault(call_id, started.idempotent)
+            case ToolDeferred(call_id=call_id) as deferred if attempts.get(call_id):
+                attempts[call_id][-1] = deferred
+            case ToolCompleted(call_id=call_id, receipt=receipt) if attempts.get(call_id):
+                # An `unknown` receipt is written for an attempt whose worker died.
+                if receipt.status != "unknown":
+                    attempts[call_id][-1] = _DONE
+    return attempts, idempotent
+
+
+def _turns_of(recorded: Sequence[Event], version: int) -> list[list[Chunk]]:
+    """Recorded model turns: text, then tool requests; a turn ends where tools run, where
+    a taken-over turn was cut off, or (harness 2) where a model attempt failed."""
+    turns: list[list[Chunk]] = []
+    current: list[Chunk] = []
+    discarded = ""
     for event in recorded:
         data = event.data
         if isinstance(data, MessageCompleted) and data.interrupted:
             turns.append([*current, _Cut()])
+            current = []
+        elif isinstance(data, MessageDiscarded):
+            discarded = data.reason
+        elif isinstance(data, ModelRetryScheduled):
+            turns.append([*current, _Fail(data.error.message, True, data.retry_after_s)])
+            current = []
+        elif isinstance(data, RunFailed) and version >= 2:
+            turns.append([*current, _Fail(discarded or data.error.message, False)])
             current = []
         elif event.type == "message.delta":
             current.append(data.text)  # type: ignore[attr-defined]

@@ -9,7 +9,8 @@ aggregates are pure `decide`/`evolve` functions, not objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
@@ -22,9 +23,24 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 
+from nome_core.bus import Claimed, ClaimRow, ClaimTaken
 from nome_core.errors import StreamConflict
 from nome_core.events import Event
+from nome_core.storage.claims import CLAIM_TTL_S, claims_table, is_claim_violation
 from nome_core.storage.rows import Row, to_event, to_stored
+
+CHECKOUT_TIMEOUT_S = 2
+# libpq settings of every connection: connecting gives up after 2 s; a statement (or a lock
+# wait) after 5 s; a peer that stops answering is noticed in about 5 s.
+CONNECTION_OPTIONS: dict[str, object] = {
+    "connect_timeout": 2,
+    "options": "-c statement_timeout=5000",
+    "keepalives": 1,
+    "keepalives_idle": 2,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+}
 
 
 def database_environment(url: str, *, schema: str | None = None) -> dict[str, str]:
@@ -36,6 +52,8 @@ def database_environment(url: str, *, schema: str | None = None) -> dict[str, st
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path or ":memory:",
             "SQLITE_LOCK_TIMEOUT": "30",
+            # The library's recorder, with the idempotency claims table (storage/claims.py).
+            "APPLICATION_RECORDER_TOPIC": "nome_core.storage.claims:ClaimsSQLiteRecorder",
         }
     if parts.scheme in ("postgres", "postgresql"):
         return {
@@ -48,7 +66,12 @@ def database_environment(url: str, *, schema: str | None = None) -> dict[str, st
             "POSTGRES_SCHEMA": schema or "",
             "POSTGRES_POOL_SIZE": "8",
             "POSTGRES_MAX_OVERFLOW": "8",
-            "POSTGRES_CONNECT_TIMEOUT": "10",
+            # How long a command waits for a pooled connection: with the database down or
+            # stalled, a client gets its 503 in seconds, not minutes.
+            "POSTGRES_CONNECT_TIMEOUT": str(CHECKOUT_TIMEOUT_S),
+            # A pooled connection is checked before use, so the first command after the
+            # database comes back gets a live one rather than the error of a dead one.
+            "POSTGRES_PRE_PING": "y",
             # A stuck lock should surface as an error, not hang every writer forever.
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
@@ -71,6 +94,9 @@ class EventStore:
         # Tables are created below, after the schema they live in.
         env["CREATE_TABLE"] = "n"
         self.factory = InfrastructureFactory.construct(Environment(self.name, env))
+        if self.is_postgres:
+            # Before the recorder opens the pool: its first connections get them too.
+            self.factory.datastore.pool.kwargs.update(CONNECTION_OPTIONS)  # type: ignore[attr-defined]
         self.recorder: ApplicationRecorder = self.factory.application_recorder()
         if create_table:
             self.migrate()
@@ -101,18 +127,78 @@ class EventStore:
         """The NOTIFY channel the Postgres recorder signals on every insert."""
         return str(self.recorder.channel_name)  # type: ignore[attr-defined]
 
-    def insert(self, events: Sequence[Event]) -> list[int]:
-        """Insert events in one transaction; returns their positions. Raises StreamConflict."""
+    def insert(self, events: Sequence[Event], claims: Sequence[ClaimRow] = ()) -> list[int]:
+        """Insert events and their commands' idempotency claims in one transaction; returns
+        the events' positions. Raises StreamConflict, or ClaimTaken for a used key."""
         try:
-            ids = self.recorder.insert_events([to_stored(e) for e in events])
+            ids = self.recorder.insert_events([to_stored(e) for e in events], claims=claims)
         except IntegrityError as exc:
+            if is_claim_violation(exc):
+                raise ClaimTaken() from exc
             raise StreamConflict("the stream was changed by another writer") from exc
         assert ids is not None
         return list(ids)
 
+    def claimed(self, tenant_id: str, key_sha256: str) -> Claimed | None:
+        """The tenant's claim of an idempotency key, if it was made in the last 24 hours."""
+        table = claims_table(self.table)
+        if self.is_postgres:
+            sql = (
+                "SELECT fingerprint, stream_id, version, sealed "  # noqa: S608
+                f'FROM "{self.schema or "public"}"."{table}" '
+                "WHERE tenant_id = %s AND key_sha256 = %s "
+                "AND created_at >= now() - interval '24 hours'"
+            )
+            params: tuple[object, ...] = (tenant_id, key_sha256)
+        else:
+            sql = (
+                f"SELECT fingerprint, stream_id, version, sealed FROM {table} "  # noqa: S608
+                "WHERE tenant_id = ? AND key_sha256 = ? "
+                "AND created_at >= (julianday('now') - 2440587.5) * 86400.0 - ?"
+            )
+            params = (tenant_id, key_sha256, CLAIM_TTL_S)
+        with self._cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        fingerprint, stream_id, version, sealed = row
+        return Claimed(
+            fingerprint, str(UUID(str(stream_id))), int(version), bytes(sealed) if sealed else None
+        )
+
+    def expire_claims(self) -> int:
+        """Forget claims older than 24 hours; how many."""
+        table = claims_table(self.table)
+        if self.is_postgres:
+            sql = (
+                f'DELETE FROM "{self.schema or "public"}"."{table}" '  # noqa: S608
+                "WHERE created_at < now() - interval '24 hours'"
+            )
+            params: tuple[object, ...] = ()
+        else:
+            sql = (
+                f"DELETE FROM {table} "  # noqa: S608
+                "WHERE created_at < (julianday('now') - 2440587.5) * 86400.0 - ?"
+            )
+            params = (CLAIM_TTL_S,)
+        with self._cursor(commit=True) as cursor:
+            cursor.execute(sql, params)
+            # The library's SQLite cursor keeps the sqlite3 one (and its rowcount) inside.
+            return int(getattr(cursor, "sqlite_cursor", cursor).rowcount or 0)
+
     def load(self, stream_id: str, *, after: int = 0, upto: int | None = None) -> list[Event]:
-        rows = self.recorder.select_events(UUID(stream_id), gt=after or None, lte=upto)
-        return [to_event(r.state) for r in rows]
+        """A stream's events after seq `after`, up to seq `upto` (seqs are gapless)."""
+        limit = None if upto is None else max(0, upto - after)
+        return [to_event(r.state) for r in self.stream_rows(stream_id, after=after, limit=limit)]
+
+    @contextmanager
+    def _cursor(self, *, commit: bool = False) -> Iterator[Any]:
+        """A cursor in a transaction, rows as tuples."""
+        with self.factory.datastore.transaction(commit=commit) as cursor:  # type: ignore[attr-defined]
+            if self.is_postgres:
+                cursor.row_factory = tuple_row
+            yield cursor
 
     def load_many(self, streams: Sequence[tuple[str, int]]) -> dict[str, list[Event]]:
         """Several streams' events after a seq each, in one query (a command's streams are
@@ -174,7 +260,14 @@ class EventStore:
             return int(value or 0)
 
     def head(self) -> int:
-        return self.recorder.max_notification_id() or 0
+        """The last position in the log (0 for an empty log). Its own query: the
+        recorder's retries for a minute when the database is down."""
+        column = "notification_id" if self.is_postgres else "rowid"
+        table = self._qualified if self.is_postgres else self.table
+        with self._cursor() as cursor:
+            cursor.execute(f"SELECT max({column}) FROM {table}")  # noqa: S608
+            row = cursor.fetchone()
+        return int(row[0] or 0)
 
     def read(self, after: int, limit: int, *, upto: int | None = None) -> list[Row]:
         """Rows of the global log with position in (after, upto], oldest first, at most

@@ -4,8 +4,9 @@ The recorder locks the events table for every insert so positions commit in orde
 event per transaction therefore caps out at a few hundred per second. One writer thread
 takes whatever commands are waiting (up to `max_batch`) and inserts them together. A
 conflict in one command must not fail the others, so a batch that hits a version conflict
-is retried command by command, and two commands of one batch that claim the same stream
-version are told apart before the database sees them.
+is retried command by command (likewise a batch in which an idempotency key was used
+already), and two commands of one batch that claim the same stream version are told apart
+before the database sees them.
 """
 
 from __future__ import annotations
@@ -15,16 +16,55 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
+from nome_core.bus import ClaimRow, ClaimTaken
 from nome_core.errors import StreamConflict
 from nome_core.events import Event
 from nome_core.storage.store import EventStore
 
 
-class _Command(NamedTuple):
-    events: Sequence[Event]
-    resolve: Callable[[list[int] | BaseException], None]
+class Submission:
+    """One command's events on their way to the log.
+
+    A command may be decided on the state another one left before that one committed (the
+    next reservation of a busy account, say): it is submitted `after` it, and fails if it
+    fails, so a stream never gets an event whose predecessor is not there.
+    """
+
+    __slots__ = ("_future", "_loop", "after", "claim", "events", "failed")
+
+    def __init__(
+        self,
+        events: Sequence[Event],
+        claim: ClaimRow | None,
+        after: Sequence[Submission],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.events = events
+        self.claim = claim
+        self.after = after
+        self._loop = loop
+        self._future: asyncio.Future[list[int]] = loop.create_future()
+        # Set in the writer's thread the moment the outcome is known, so a dependent in
+        # the same batch already sees it.
+        self.failed = False
+
+    async def positions(self) -> list[int]:
+        """The events' positions once committed; raises StreamConflict, ClaimTaken or the
+        store's error."""
+        return await self._future
+
+    def abandoned(self) -> bool:
+        """The caller stopped waiting (it answered 503 while the database stalled): its
+        events are not appended after all."""
+        return self._future.cancelled()
+
+    def resolve(self, outcome: list[int] | BaseException) -> None:
+        self.failed = isinstance(outcome, BaseException)
+        # The caller's loop may have closed while it waited (shutdown); nobody to tell.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_settle, self._future, outcome)
 
 
 class GroupCommitWriter:
@@ -33,7 +73,7 @@ class GroupCommitWriter:
     def __init__(self, store: EventStore, *, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
         self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
         self.batches = 0
@@ -56,23 +96,23 @@ class GroupCommitWriter:
             self._thread.join()
             self._thread = None
 
-    async def append(self, events: Sequence[Event]) -> list[int]:
-        """Append one command's events from async code; returns their positions."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[int]] = loop.create_future()
-
-        def resolve(outcome: list[int] | BaseException) -> None:
-            # The caller's loop may have closed while it waited (shutdown); nobody to tell.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, outcome)
-
-        self._submit(_Command(events, resolve))
-        return await future
-
-    def _submit(self, command: _Command) -> None:
+    def submit(
+        self,
+        events: Sequence[Event],
+        claim: ClaimRow | None = None,
+        after: Sequence[Submission] = (),
+    ) -> Submission:
+        """Queue one command's events (and its idempotency claim), from async code, to be
+        appended after the submissions it was decided on."""
         if self._thread is None:
             raise RuntimeError("the writer is not running")
-        self._queue.put(command)
+        submission = Submission(events, claim, after, asyncio.get_running_loop())
+        self._queue.put(submission)
+        return submission
+
+    async def append(self, events: Sequence[Event], claim: ClaimRow | None = None) -> list[int]:
+        """Append one command's events; returns their positions."""
+        return await self.submit(events, claim).positions()
 
     def _run(self) -> None:
         while True:
@@ -96,12 +136,18 @@ class GroupCommitWriter:
                     with contextlib.suppress(Exception):
                         command.resolve(exc)
 
-    def _commit(self, batch: list[_Command]) -> None:
+    def _commit(self, batch: list[Submission]) -> None:
         claimed: set[tuple[str, int]] = set()
-        accepted: list[_Command] = []
+        accepted: list[Submission] = []
         for command in batch:
             if not command.events:
                 command.resolve([])
+                continue
+            if command.abandoned():
+                command.failed = True
+                continue
+            if any(before.failed for before in command.after):
+                command.resolve(StreamConflict("a command it was decided after failed"))
                 continue
             keys = {(e.stream_id, e.seq) for e in command.events}
             if keys & claimed:
@@ -112,11 +158,15 @@ class GroupCommitWriter:
         if not accepted:
             return
         try:
-            positions = self.store.insert([e for c in accepted for e in c.events])
-        except StreamConflict as exc:
+            positions = self.store.insert(
+                [e for c in accepted for e in c.events],
+                [c.claim for c in accepted if c.claim is not None],
+            )
+        except (StreamConflict, ClaimTaken) as exc:
             if len(accepted) == 1:
                 accepted[0].resolve(exc)
             else:
+                # One by one, in order: a command decided after one that fails fails too.
                 for command in accepted:
                     self._commit([command])
             return

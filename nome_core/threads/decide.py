@@ -95,7 +95,7 @@ def admit_run(state: ThreadState | None, run_id: str, *, enqueue: bool) -> list[
     """Admit a run as the thread's active run, or queue it behind the active one."""
     thread = live(state)
     if thread.active_run_id is None:
-        return [RunAdmitted(run_id=run_id)]
+        return [RunAdmitted(run_id=run_id, slotted=True)]
     if not enqueue:
         raise RunInProgress(thread.active_run_id)
     return [RunQueued(run_id=run_id)]
@@ -110,5 +110,5 @@ def release_run(state: ThreadState | None, run_id: str) -> list[DomainEvent]:
     if state.active_run_id == run_id:
         waiting = [r for r in state.queued_run_ids if r != run_id]
         if waiting:
-            events.append(RunAdmitted(run_id=waiting[0]))
+            events.append(RunAdmitted(run_id=waiting[0], slotted=True))
     return events

@@ -36,10 +36,14 @@ class MessageAdded(DomainEvent, frozen=True, kw_only=True):
 
 
 @event_type("thread.run_admitted")
-class RunAdmitted(DomainEvent, frozen=True, kw_only=True):
+class RunAdmitted(DomainEvent, frozen=True, kw_only=True, omit_defaults=True):
     """The run is the thread's active run now (one at a time per thread)."""
 
     run_id: str
+    # It starts once it holds one of the tenant's run slots (`slots.taken`, decided in the
+    # same commit when one is free). Absent (false): admitted before the tenant-wide queue
+    # existed, so it may start at once.
+    slotted: bool = False
 
 
 @event_type("thread.run_queued")

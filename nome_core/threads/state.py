@@ -28,9 +28,20 @@ class ThreadState(msgspec.Struct, frozen=True, kw_only=True):
     last_run_id: str | None = None
     active_run_id: str | None = None
     queued_run_ids: tuple[str, ...] = ()
+    # The seq of the thread's last event: a run records it when it starts, so the history
+    # its model is sent is the thread up to there.
+    seq: int = 0
 
 
 def evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
+    folded = _evolve(state, event)
+    # An event folded before it is sealed (`unrecorded`) has no seq yet.
+    if folded is not None and event.seq and folded.seq != event.seq:
+        return msgspec.structs.replace(folded, seq=event.seq)
+    return folded
+
+
+def _evolve(state: ThreadState | None, event: Event) -> ThreadState | None:
     match event.data:
         case ThreadCreated(title=title, metadata=metadata):
             return ThreadState(

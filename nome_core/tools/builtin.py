@@ -37,6 +37,9 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
     dangerous: bool = False
     # "builtin", or "package:<name>@<version>" for a package's tool.
     source: str = "builtin"
+    # Safe to run again with the same idempotency key: a call whose worker died before
+    # recording its outcome is run again rather than recorded as `unknown`.
+    idempotent: bool = False
 
 
 def _object_schema(arguments: type[msgspec.Struct]) -> dict[str, Any]:
@@ -54,12 +57,15 @@ BUILTIN_ARGUMENTS: dict[str, type[msgspec.Struct]] = {
 }
 
 
-def _builtin(name: str, description: str, *, dangerous: bool = False) -> ToolSpec:
+def _builtin(
+    name: str, description: str, *, dangerous: bool = False, idempotent: bool = True
+) -> ToolSpec:
     return ToolSpec(
         name=name,
         description=description,
         input_schema=_object_schema(BUILTIN_ARGUMENTS[name]),
         dangerous=dangerous,
+        idempotent=idempotent,
     )
 
 
@@ -71,8 +77,16 @@ BUILTIN_TOOLS: dict[str, ToolSpec] = {
             "math.evaluate",
             "Evaluate an arithmetic expression (+ - * / // % ** and parentheses).",
         ),
+        # Its note id derives from the call id and lands with the receipt: once, however
+        # often it runs.
         _builtin("thread.note", "Add a system note to the run's thread."),
-        _builtin("http.fetch", "GET a public URL; the body is cut at 256 KiB.", dangerous=True),
+        # What a URL does when fetched twice is not known.
+        _builtin(
+            "http.fetch",
+            "GET a public URL; the body is cut at 256 KiB.",
+            dangerous=True,
+            idempotent=False,
+        ),
     )
 }
 

@@ -37,6 +37,32 @@ class ToolCalled(DomainEvent, frozen=True, kw_only=True):
     policy: PolicyDecision
 
 
+@event_type("tool.started")
+class ToolStarted(DomainEvent, frozen=True, kw_only=True):
+    """A worker is about to run the call: appended (version-checked) before any effect, so
+    only the worker whose append won runs it, and a call found started without an outcome
+    is known to have been left half done."""
+
+    call_id: str
+    # Sent with the call to a tool that can use it (HTTP tools: `Idempotency-Key`): the
+    # call's id, so every attempt of one call carries the same key.
+    idempotency_key: str
+    # Whether the tool said it is safe to run again: an attempt that left no outcome is then
+    # run again, otherwise its receipt says `unknown`.
+    idempotent: bool = False
+    attempt: int = 1
+
+
+@event_type("tool.deferred")
+class ToolDeferred(DomainEvent, frozen=True, kw_only=True):
+    """The attempt could not reach the tool's backend (`offline: queue`), so it had no
+    effect: the call is started afresh after `retry_after_s`."""
+
+    call_id: str
+    reason: str
+    retry_after_s: float
+
+
 @event_type("tool.completed")
 class ToolCompleted(DomainEvent, frozen=True, kw_only=True):
     call_id: str

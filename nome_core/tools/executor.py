@@ -6,8 +6,9 @@ treatment, and every call that ends gets one typed receipt."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -17,6 +18,19 @@ from nome_core.tools.builtin import ArgumentsInvalid, ToolSpec
 from nome_core.tools.policy import OFFLINE_RECEIPT, Policy
 from nome_core.tools.receipts import ReceiptStatus, ToolReceipt
 from nome_core.tools.state import Call
+
+# Every call is bounded here, whatever runs it: a call that started longer ago than this is
+# no longer running anywhere (see `STARTED_GRACE_S`).
+CALL_TIMEOUT_S: Final = 30.0
+# A call found started without an outcome may still be running in the worker that started
+# it until its timeout; past this (the timeout and a margin for a slow or paused process),
+# that worker is gone and the call can be resolved.
+STARTED_GRACE_S: Final = CALL_TIMEOUT_S + 15.0
+
+
+def idempotency_key(call: Call) -> str:
+    """The key every attempt of one call carries to its tool: the call's id."""
+    return call.call_id
 
 
 class ToolFailed(Exception):
@@ -58,6 +72,7 @@ async def execute(
     executor: Executor,
     clock: Clock,
     queue_retry_s: float = 2.0,
+    timeout_s: float = CALL_TIMEOUT_S,
 ) -> ToolReceipt:
     """Run one call (unless its policy decision denied it) and write its receipt.
     Raises ToolQueued for an unreachable backend under `offline: queue`."""
@@ -72,7 +87,10 @@ async def execute(
         status, error = "error", "tool_uninstalled: the tool's package is not installed"
     else:
         try:
-            result = await executor.run(spec, call, context)
+            async with asyncio.timeout(timeout_s):
+                result = await executor.run(spec, call, context)
+        except TimeoutError:
+            status, error = "error", f"the tool did not answer within {timeout_s:g} s"
         except BackendUnreachable as exc:
             outcome = OFFLINE_RECEIPT[policy.offline]
             if outcome is None:
@@ -94,6 +112,33 @@ async def execute(
         started_at=started,
         finished_at=clock.now(),
         duration_ms=round((time.perf_counter() - t0) * 1000, 3),
+        policy_version=call.policy.version,
+        approval_id=call.approval_id,
+    )
+
+
+def unfinished_receipt(
+    call: Call, *, receipt_id: str, run_id: str | None, started_at: str, now: str
+) -> ToolReceipt:
+    """The receipt of a call that started but whose worker stopped before recording what
+    happened, of a tool that cannot safely be run again: its outcome is `unknown`."""
+    return ToolReceipt(
+        id=receipt_id,
+        run_id=run_id,
+        work_item_id=call.work_item_id,
+        call_id=call.call_id,
+        tool=call.tool,
+        status="unknown",
+        arguments_sha256=sha256_hex(call.arguments),
+        result=None,
+        result_sha256=None,
+        error=(
+            "the worker running this call stopped before recording its outcome; the tool "
+            "may or may not have acted, and it is not run again"
+        ),
+        started_at=started_at,
+        finished_at=now,
+        duration_ms=0.0,
         policy_version=call.policy.version,
         approval_id=call.approval_id,
     )

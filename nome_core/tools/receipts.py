@@ -8,7 +8,9 @@ import msgspec
 
 from nome_core.events import sha256_hex
 
-ReceiptStatus = Literal["ok", "error", "denied", "skipped", "queued"]
+# `unknown` extends API.md §5: the call started but its worker stopped before recording the
+# outcome, and the tool cannot safely be run again, so whether it took effect is not known.
+ReceiptStatus = Literal["ok", "error", "denied", "skipped", "queued", "unknown"]
 
 
 class ToolReceipt(msgspec.Struct, frozen=True, kw_only=True):

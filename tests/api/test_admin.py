@@ -65,10 +65,25 @@ async def test_bootstrap_describes_the_caller_and_echoes_its_build_identity(api:
     assert isinstance(body["credits"]["balance"], int)
     assert isinstance(body["limits"], dict) and isinstance(body["features"], dict)
     assert body["server"]["version"] == __version__ and body["server"]["revision"]
-    assert body["client"] == {"surface": "web", "version": "2.0.1", "revision": "abc1234"}
+    # No release manifest in this deployment: nothing to compare the build with.
+    assert body["client"] == {
+        "surface": "web",
+        "version": "2.0.1",
+        "revision": "abc1234",
+        "latest_version": None,
+        "update_available": False,
+        "update_required": False,
+    }
 
     bare = (await api.client.get("/v1/bootstrap", headers=auth(key))).json()
-    assert bare["client"] == {"surface": None, "version": None, "revision": None}
+    assert bare["client"] == {
+        "surface": None,
+        "version": None,
+        "revision": None,
+        "latest_version": None,
+        "update_available": False,
+        "update_required": False,
+    }
     assert bare["principal"] == body["principal"]
 
 
@@ -200,7 +215,10 @@ async def test_a_rebuilt_projection_lists_the_same_threads_again(api: Api) -> No
     before = (await api.client.get("/v1/threads", headers=auth(admin))).json()
     assert before["total_count"] == 3
 
-    response = await api.client.post("/v1/admin/projections/threads/rebuild", headers=auth(admin))
+    platform = await api.platform_key()
+    response = await api.client.post(
+        "/v1/admin/projections/threads/rebuild", headers=auth(platform)
+    )
     assert response.status_code == 202
     assert response.json()["name"] == "threads"
 
@@ -218,6 +236,18 @@ async def test_a_rebuilt_projection_lists_the_same_threads_again(api: Api) -> No
 
 
 async def test_rebuilding_an_unknown_projection_is_404(api: Api) -> None:
-    admin = await api.key()
-    response = await api.client.post("/v1/admin/projections/nope/rebuild", headers=auth(admin))
+    platform = await api.platform_key()
+    response = await api.client.post("/v1/admin/projections/nope/rebuild", headers=auth(platform))
     assert_error(response, 404, "not_found")
+
+
+async def test_only_the_platform_operator_rebuilds_read_models_every_tenant_shares(
+    api: Api,
+) -> None:
+    admin, platform = await api.key(), await api.platform_key()
+    path = "/v1/admin/projections/threads/rebuild"
+
+    assert_error(await api.client.post(path, headers=auth(admin)), 403, "forbidden")
+    # The platform's key is no tenant's key: a tenant's routes are not its own.
+    assert_error(await api.client.get("/v1/threads", headers=auth(platform)), 403, "forbidden")
+    assert (await api.client.post(path, headers=auth(platform))).status_code == 202

@@ -33,6 +33,7 @@ AGENT_KEYS = {
     "tier",
     "created_at",
     "updated_at",
+    "context_tokens",
 }
 
 
@@ -75,6 +76,7 @@ async def test_an_agent_is_created_with_scripted_defaults_and_reads_back_the_sam
     assert agent["provider"] == "scripted" and agent["model"] == "scripted-1"
     assert agent["tools"] == sorted(BUILTIN_TOOLS)
     assert agent["tier"] == "standard"
+    assert agent["context_tokens"] == 8000
     assert TIME.match(agent["created_at"]) and agent["updated_at"] == agent["created_at"]
     read = await get_agent(api, key, agent["id"], at)
     assert read.status_code == 200 and read.json() == agent
@@ -287,3 +289,19 @@ async def test_a_run_cannot_call_a_tool_its_agent_does_not_have(api: Api) -> Non
     assert receipt["status"] == "ok" and set(receipt["result"]) == {"now"}
     assert allowed["status"] == "completed"
     assert await read_run(api, key, allowed["id"], events[-1]["position"]) == allowed
+
+
+async def test_the_default_agent_cannot_be_deleted_but_can_be_changed(api: Api) -> None:
+    key = await api.key()
+    run = await api.client.post("/v1/chat", json={"input": "hi"}, headers=auth(key))
+    assert run.status_code in (200, 202), run.text
+    await api.settle()
+    (default,) = (await api.client.get("/v1/agents", headers=auth(key))).json()["data"]
+
+    refused = await api.client.delete(f"/v1/agents/{default['id']}", headers=auth(key))
+    renamed = await api.client.patch(
+        f"/v1/agents/{default['id']}", json={"name": "house"}, headers=auth(key)
+    )
+
+    assert_error(refused, 409, "conflict")
+    assert renamed.status_code == 200 and renamed.json()["name"] == "house"

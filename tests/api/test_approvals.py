@@ -569,3 +569,34 @@ async def test_an_unanswered_approval_expires_and_the_run_completes_as_if_denied
             409,
             "already_resolved",
         )
+
+
+# http.fetch needs an approval by default.
+FETCH_INPUT = '/tool http.fetch {"url": "https://example.com/"}\nfetch it'
+
+
+async def test_deleting_a_thread_cancels_its_waiting_run_and_takes_its_approval_off_the_queue(
+    api: Api,
+) -> None:
+    key = await api.key()
+    thread_id = await new_thread(api, key)
+    run = await start_run(api, key, FETCH_INPUT, thread_id)
+    approval = await pending_approval(api, key, run["id"])
+
+    deleted = await api.client.delete(f"/v1/threads/{thread_id}", headers=auth(key))
+
+    assert deleted.status_code == 204, deleted.text
+    at = {"X-Nome-Min-Position": deleted.headers["x-nome-position"]}
+    cancelled = body(await api.client.get(f"/v1/runs/{run['id']}", headers=auth(key, **at)))
+    assert cancelled["status"] == "cancelled" and not cancelled["awaiting_approval"]
+    withdrawn = body(
+        await api.client.get(f"/v1/approvals/{approval['id']}", headers=auth(key, **at))
+    )
+    assert withdrawn["status"] == "denied" and withdrawn["reason"] == "the run was cancelled"
+    # Nobody can approve it any more, so its fetch never runs.
+    late = await api.client.post(f"/v1/approvals/{approval['id']}/approve", headers=auth(key))
+    assert late.status_code == 409, late.text
+    events = await run_events(api, key, run["id"])
+    assert events[-1]["type"] == "run.cancelled"
+    assert events[-1]["data"]["reason"] == "the thread was deleted"
+    assert not of_type(events, "tool.started") and not of_type(events, "tool.completed")

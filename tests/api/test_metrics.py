@@ -1,16 +1,20 @@
-"""Prometheus metrics at /metrics: open on loopback, admin key elsewhere, read at scrape time.
+"""Prometheus metrics at /metrics: an admin key from anywhere (loopback included) unless
+NOME_METRICS_PUBLIC=1, one charset, read at scrape time.
 
-The test client reports its client address as `testclient`, which is not loopback: requests
-through it are remote ones. Loopback scrapes go straight to the ASGI app (tests/api/asgi.py).
+Scrapes go straight to the ASGI app (tests/support/asgi.py), from any client address.
 """
 
 from __future__ import annotations
 
 import uuid
 
+import msgspec
+from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from nome_api.app import create_app
+from nome_api.runtime import Runtime
+from nome_api.settings import Settings
 from tests.api.asgi import Answer, call_app
 from tests.api.test_errors import assert_error
 from tests.conftest import Api, auth
@@ -36,19 +40,19 @@ def requests(found: Samples, method: str, route: str, status: str) -> float:
     return value(found, "nome_http_requests_total", method=method, route=route, status=status)
 
 
-def scrape(api: Api, host: str = "127.0.0.1", headers: dict[str, str] | None = None) -> Answer:
-    return call_app(api, "/metrics", client=(host, 45678), headers=headers)
+def scrape(api: Api, key: str | None, host: str = "127.0.0.1") -> Answer:
+    return call_app(
+        api, "/metrics", client=(host, 45678), headers=auth(key) if key is not None else None
+    )
 
 
 def ok_text(answer: Answer) -> str:
     assert answer.status == 200, bytes(answer.body)
-    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     return answer.body.decode()
 
 
-async def test_a_loopback_scrape_needs_no_key_and_shows_traffic_writer_projections_and_runs(
-    api: Api,
-) -> None:
+async def test_an_admin_scrape_shows_traffic_writer_projections_and_runs(api: Api) -> None:
     admin = await api.key()
     created = await api.client.post("/v1/threads", json={"title": "t"}, headers=auth(admin))
     thread_id = created.json()["id"]
@@ -60,8 +64,8 @@ async def test_a_loopback_scrape_needs_no_key_and_shows_traffic_writer_projectio
     assert chat.status_code == 200, chat.text
     await api.settle()
 
-    for host in ("127.0.0.1", "::1"):
-        text = ok_text(scrape(api, host))
+    for host in ("127.0.0.1", "203.0.113.9"):
+        text = ok_text(scrape(api, admin, host))
         found = samples(text)
 
         assert requests(found, "POST", "/v1/threads", "201") == 1
@@ -94,7 +98,7 @@ async def test_a_loopback_scrape_needs_no_key_and_shows_traffic_writer_projectio
         assert value(found, "nome_metrics_source_up", source="event_store") == 1
 
 
-async def test_a_remote_scrape_needs_an_admin_key(api: Api) -> None:
+async def test_every_scrape_needs_an_admin_key_loopback_too(api: Api) -> None:
     admin = await api.key()
     member = await api.key("acme", ("member",))
 
@@ -103,8 +107,18 @@ async def test_a_remote_scrape_needs_an_admin_key(api: Api) -> None:
     response = await api.client.get("/metrics", headers=auth(admin))
     assert response.status_code == 200
     assert "nome_http_requests_total" in response.text
-    assert scrape(api, "203.0.113.9").status == 401
-    assert "nome_projection_lag_events" in ok_text(scrape(api, "203.0.113.9", auth(admin)))
+    for host in ("127.0.0.1", "::1", "203.0.113.9"):
+        assert scrape(api, None, host).status == 401
+    assert "nome_projection_lag_events" in ok_text(scrape(api, admin, "203.0.113.9"))
+
+
+async def test_metrics_public_lets_a_scraper_in_without_a_key(settings: Settings) -> None:
+    runtime = Runtime(msgspec.structs.replace(settings, metrics_public=True))
+    async with AsyncTestClient(app=create_app(runtime=runtime)) as client:
+        response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def test_runs_and_pending_approvals_are_summed_over_tenants(api: Api) -> None:
@@ -118,7 +132,7 @@ async def test_runs_and_pending_approvals_are_summed_over_tenants(api: Api) -> N
         assert waiting.status_code == 202, waiting.text
     await api.settle()
 
-    found = samples(ok_text(scrape(api)))
+    found = samples(ok_text(scrape(api, admin)))
 
     assert value(found, "nome_approvals_pending") == 2
     assert value(found, "nome_runs", status="active") == 2
@@ -126,19 +140,21 @@ async def test_runs_and_pending_approvals_are_summed_over_tenants(api: Api) -> N
 
 
 async def test_sse_subscribers_are_read_from_the_stream_hub(api: Api) -> None:
+    admin = await api.key()
     api.runtime.hub.subscribers += 3
     try:
-        assert value(samples(ok_text(scrape(api))), "nome_sse_subscribers") == 3
+        assert value(samples(ok_text(scrape(api, admin))), "nome_sse_subscribers") == 3
     finally:
         api.runtime.hub.subscribers -= 3
 
 
 async def test_each_app_counts_into_its_own_registry(api: Api) -> None:
     # A second app over the same runtime registers the same metric names without a clash.
+    admin = await api.key()
     other = create_app(runtime=api.runtime)
     assert other is not None
     await api.client.get("/v1/health")
 
-    found = samples(ok_text(scrape(api)))
+    found = samples(ok_text(scrape(api, admin)))
 
     assert requests(found, "GET", "/v1/health", "200") == 1

@@ -165,7 +165,9 @@ async def test_a_new_run_answers_201_pending_with_the_run_shape_and_its_position
     assert run["usage"] == {"input_tokens": 0, "output_tokens": 0, "credits": 0}
     assert run["error"] is None
     events = await finish(api, key, run["id"])
-    assert events[0]["type"] == "run.created" and events[0]["position"] == position(response)
+    # The position of the whole commit: the run, its input in the thread, its reservation.
+    assert events[0]["type"] == "run.created" and events[0]["position"] < position(response)
+
     assert events[0]["data"]["domain_hints"] == ["travel"]
 
 
@@ -194,10 +196,19 @@ async def test_the_scripted_run_calls_its_tool_then_answers_with_the_echo_and_th
     key = await api.key()
     _, events = await finished_run(api, key)
     types = [e["type"] for e in events]
-    assert types[:4] == ["run.created", "run.started", "tool.called", "tool.completed"]
+    assert types[:5] == [
+        "run.created",
+        "run.started",
+        "tool.called",
+        "tool.started",
+        "tool.completed",
+    ]
     assert types[-2:] == ["message.completed", "run.completed"]
-    assert set(types[4:-2]) == {"message.delta"}
-    called, completed = events[2], events[3]
+    assert set(types[5:-2]) == {"message.delta"}
+    called, started, completed = events[2], events[3], events[4]
+    # The call's start is recorded before it runs, with the key its tool is sent.
+    assert started["data"]["call_id"] == called["data"]["call_id"]
+    assert started["data"]["idempotency_key"] == called["data"]["call_id"]
     assert called["data"]["tool"] == "math.evaluate"
     assert called["data"]["arguments"] == {"expression": "6*7"}
     assert called["data"]["policy"]["decision"] == "allow"
@@ -613,7 +624,7 @@ async def test_the_state_at_a_seq_is_the_run_folded_up_to_that_event(api: Api) -
     assert first["calls"] == [] and first["messages"] == []
     second = await at(2)
     assert second["run"]["status"] == "active" and second["run"]["started_at"] == events[1]["at"]
-    after_tool = await at(4)
+    after_tool = await at(5)
     assert [c["tool"] for c in after_tool["calls"]] == ["math.evaluate"]
     assert after_tool["calls"][0]["receipt"]["result"] == {"value": 42}
     last = await at(len(events))

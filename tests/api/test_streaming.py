@@ -157,16 +157,18 @@ async def test_the_replay_of_a_run_is_byte_identical_to_its_live_stream(api: Api
     streamed = frames(recorded)
     run_id = streamed[0]["data"]["run_id"]
     assert live.headers["x-nome-run-id"] == run_id
-    assert [f["event"] for f in streamed][:4] == [
+    assert [f["event"] for f in streamed][:5] == [
         "run.created",
         "run.started",
         "tool.called",
+        "tool.started",
         "tool.completed",
     ]
     assert streamed[-1]["event"] == "run.completed"
     assert [f["id"] for f in streamed] == list(range(1, len(streamed) + 1))
     assert all(f["id"] == f["data"]["seq"] and f["event"] == f["data"]["type"] for f in streamed)
-    assert int(live.headers["x-nome-position"]) == streamed[0]["data"]["position"]
+    # The position of the command's whole commit: the run, its thread and its account.
+    assert int(live.headers["x-nome-position"]) > streamed[0]["data"]["position"]
     for _ in range(2):
         replay = await api.client.get(f"/v1/runs/{run_id}/replay", headers=auth(key))
         assert replay.status_code == 200
@@ -318,7 +320,8 @@ async def test_the_workspace_stream_carries_only_the_callers_tenant_by_position(
     assert all(f["event"] == f["data"]["type"] for f in got)
     types = [f["event"] for f in got]
     assert "thread.created" in types and "run.created" in types and "run.completed" in types
-    assert got[-1]["data"]["data"]["title"] == "acme last"
+    created = [f for f in got if f["event"] == "thread.created"]
+    assert created[-1]["data"]["data"]["title"] == "acme last"
     assert {f["data"]["run_id"] for f in got if f["event"].startswith("run.")} == {run["id"]}
 
 
@@ -331,20 +334,24 @@ async def test_the_workspace_stream_resumes_after_last_event_id_and_goes_on_live
     async with live_client(api) as client:
         async with client.stream("GET", "/v1/events", headers=auth(acme)) as response:
             everything = await read_frames(response, len(tenant_positions(api, "acme")))
-        assert [f["data"]["data"].get("title") for f in everything[-3:]] == ["one", "two", "three"]
-        middle = everything[-3]["id"]
+        # Each thread's commit ends with the tenant's quota counting it.
+        created = [f for f in everything if f["event"] == "thread.created"]
+        assert [f["data"]["data"]["title"] for f in created[-3:]] == ["one", "two", "three"]
+        # Resume just after thread "one"'s commit: "two" and "three" follow, two events each.
+        after_one = everything.index(created[-2]) - 1
+        middle = everything[after_one]["id"]
         for headers in [{"Last-Event-ID": str(middle)}, {}]:
             params = {} if headers else {"after": middle}
             async with client.stream(
                 "GET", "/v1/events", params=params, headers=auth(acme, **headers)
             ) as resumed:
-                rest = await read_frames(resumed, 2)
-            assert [f["raw"] for f in rest] == [f["raw"] for f in everything[-2:]]
+                rest = await read_frames(resumed, 4)
+            assert [f["raw"] for f in rest] == [f["raw"] for f in everything[-4:]]
         tail = {"Last-Event-ID": str(everything[-1]["id"])}
         async with client.stream("GET", "/v1/events", headers=auth(acme, **tail)) as live:
             await new_thread(api, globex, "not for acme")
             await new_thread(api, acme, "four")
-            (fresh,) = await read_frames(live, 1)
+            fresh, _ = await read_frames(live, 2)
     assert fresh["event"] == "thread.created" and fresh["data"]["data"]["title"] == "four"
     assert fresh["id"] > everything[-1]["id"]
 

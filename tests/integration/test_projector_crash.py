@@ -32,7 +32,7 @@ from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted,
 from projections.engine import ProjectionRunner, Tracking
 from projections.registry import ReadModels
 from tests.conftest import PG_URL, REDIS_URL
-from tests.stateful.test_projection_properties import dump
+from tests.support.views import dump
 
 HELPER = Path(__file__).with_name("helpers_projector.py")
 ROOT = HELPER.parents[2]

@@ -287,3 +287,21 @@ def test_a_scripted_run_left_mid_message_is_resumed_without_repeating_its_text(
         verdict = client.post(f"{api.url}/v1/runs/{run_id}/verify", headers=nodes.headers())
         assert verdict.status_code == 200, verdict.text
         assert verdict.json()["deterministic"] is True, verdict.json()
+
+
+def test_the_taken_over_run_is_charged_once_in_the_commit_of_its_end(
+    takeover: Takeover,
+) -> None:
+    end = takeover.events[-1]
+    ledger = takeover.get(
+        "/v1/account/ledger?limit=200", **{"X-Nome-Min-Position": str(end["position"])}
+    ).json()["data"]
+    of_run = [e for e in ledger if e["run_id"] == takeover.run_id]
+    cost = end["data"]["usage"]["credits"]
+    held = {"fast": 10, "standard": 20, "deep": 50}[
+        takeover.get(f"/v1/runs/{takeover.run_id}").json()["tier"]
+    ]
+    expected = {("reserve", held), ("consume", cost)} | (
+        {("release", held - cost)} if cost < held else set()
+    )
+    assert sorted((e["type"], e["amount"]) for e in of_run) == sorted(expected)

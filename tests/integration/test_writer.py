@@ -12,17 +12,19 @@ import pytest
 
 from nome_api.settings import Settings
 from nome_core.application import Actor
+from nome_core.bus import ClaimRow
 from nome_core.clock import SystemClock
 from nome_core.errors import StreamConflict
 from nome_core.events import DomainEvent, Event, Head, Meta, seal
 from nome_core.storage.store import EventStore
 from nome_core.storage.writer import GroupCommitWriter
+from nome_core.tenants.state import tenant_id_for
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
 from nome_core.threads.state import evolve
 from tests.conftest import PG_URL
 from tests.support.app import add_message, create_thread, fold, make_app, rename_thread
 
-ACTOR = Actor("tenant-a")
+ACTOR = Actor(tenant_id_for("tenant-a"))
 
 
 class GatedStore(EventStore):
@@ -41,13 +43,13 @@ class GatedStore(EventStore):
         self.transactions: list[int] = []  # events per committed insert
         self.conflicts = 0
 
-    def insert(self, events: Sequence[Event]) -> list[int]:
+    def insert(self, events: Sequence[Event], claims: Sequence[ClaimRow] = ()) -> list[int]:
         self.inside.set()
         self.gate.wait()
         if self.rival is not None:
             self.rival(events)
         try:
-            positions = super().insert(events)
+            positions = super().insert(events, claims)
         except StreamConflict:
             self.conflicts += 1
             raise
@@ -121,7 +123,7 @@ async def test_concurrent_commands_commit_in_fewer_transactions_than_commands(
     assert harness.writer.commands == 200
     assert harness.writer.batches < harness.writer.commands
     assert len(harness.store.transactions) == harness.writer.batches
-    assert harness.store.head() == max(positions)
+    assert harness.store.head() == max(o.position or 0 for o in outcomes)
     for outcome in outcomes[::40]:
         assert outcome.state is not None
         assert fold(harness.store, outcome.state.id, evolve, upto=1) == outcome.state
@@ -297,3 +299,42 @@ async def test_two_processes_writing_one_thread_all_succeed_with_gapless_seqs(
 
     assert not [o for o in outcomes if isinstance(o, BaseException)]
     assert [e.seq for e in harness.store.load(thread_id)] == list(range(1, 52))
+
+
+async def test_commands_on_one_stream_share_commits_instead_of_waiting_for_each_other(
+    harness: Harness,
+) -> None:
+    created = await create_thread(harness.app, ACTOR, "busy", {})
+    thread_id = created.events[0].stream_id
+    before = len(harness.store.transactions)
+
+    await asyncio.gather(
+        *(add_message(harness.app, ACTOR, thread_id, f"message {i}") for i in range(50))
+    )
+
+    # Each was decided on the state the one before it left, before that one committed.
+    assert len(harness.store.transactions) - before < 50
+    stream = harness.store.load(thread_id)
+    assert [e.seq for e in stream] == list(range(1, 52))
+    assert [e.prev_hash for e in stream[1:]] == [e.hash for e in stream[:-1]]
+
+
+async def test_a_rival_winning_inside_a_chain_fails_the_rest_of_it_and_leaves_no_gap(
+    harness: Harness,
+) -> None:
+    created = await create_thread(harness.app, ACTOR, "busy", {})
+    thread_id = created.events[0].stream_id
+    harness.store.rival = Rival(harness, thread_id, ["rival"])
+
+    outcomes = await asyncio.gather(
+        *(add_message(harness.app, ACTOR, thread_id, f"message {i}") for i in range(20))
+    )
+
+    assert harness.store.conflicts >= 1
+    stream = harness.store.load(thread_id)
+    assert [e.seq for e in stream] == list(range(1, 23))
+    assert [e.prev_hash for e in stream[1:]] == [e.hash for e in stream[:-1]]
+    assert contents(stream) == sorted(f"message {i}" for i in range(20))
+    assert sorted(e.seq for o in outcomes for e in o.events) == sorted(
+        e.seq for e in stream if isinstance(e.data, MessageAdded)
+    )

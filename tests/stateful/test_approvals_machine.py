@@ -107,6 +107,8 @@ class ApprovalsMachine(RuleBasedStateMachine):
         self.approvals: dict[str, ModelApproval] = {}
         self.runs: dict[str, ModelRun] = {}
         self.direct_calls: list[str] = []
+        for name in ("acme", "globex"):
+            self.loop.run_until_complete(self.app.tenants.create(name, plan="enterprise"))
 
     def teardown(self) -> None:
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
@@ -135,7 +137,9 @@ class ApprovalsMachine(RuleBasedStateMachine):
 
     @initialize(tier=st.sampled_from(["required", "admin"]), url=URLS)
     def choose_the_tier_and_make_a_first_call_that_waits(self, tier: Tier, url: str) -> None:
-        self.run(self.app.agents.for_run(Actor(TENANT), None))
+        _, ensure = self.run(self.app.agents.for_run(Actor(TENANT), None))
+        if ensure is not None:
+            self.run(self.app.agents.handle(Actor(TENANT), ensure))
         self.an_admin_sets_the_fetch_tools_approval_tier(tier)
         self.a_device_calls_the_fetch_tool_directly(url, DEVICES[0])
 

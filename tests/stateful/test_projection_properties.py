@@ -14,19 +14,25 @@ import asyncio
 import json
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import timedelta
 from typing import Any, Literal, NamedTuple
 
 import msgspec
 import redis
+import redis.asyncio
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from nome_core.accounts.commands import ExpireCredits, GrantCredits
+from nome_core.accounts.events import CreditsConsumed
 from nome_core.agents.commands import CreateAgent
 from nome_core.application import Actor
 from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
+from nome_core.clock import format_time, parse_time
 from nome_core.errors import DomainError
 from nome_core.events import Meta
 from nome_core.keys.commands import RevokeKey
@@ -41,6 +47,7 @@ from nome_core.tools.commands import SetPolicy
 from nome_core.tools.events import ToolCalled, ToolCompleted
 from nome_core.tools.policy import PastCall, Policy, decide_call, simulate
 from nome_core.tools.state import Call
+from projections.accounts import AccountQueries
 from projections.engine import ProjectionRunner
 from projections.registry import ReadModels
 from tests.conftest import REDIS_URL, unique
@@ -58,6 +65,7 @@ from tests.support.app import (
 )
 from tests.support.fakes import FakeExecutor, StepClock
 from tests.support.log import scan
+from tests.support.views import dump
 
 TENANT_NAMES = ("acme", "globex")
 Decision = Literal["approved", "denied", "expired"]
@@ -129,6 +137,9 @@ operations = st.one_of(
     st.tuples(st.just("cancel"), pick),
     st.tuples(st.just("call"), tenant_index, pick, st.sampled_from(DIRECT_CALLS)),
     st.tuples(st.just("policy"), tenant_index, st.sampled_from(["none", "required", "admin"])),
+    # Credits granted (some expiring a few steps of the clock later) and expired.
+    st.tuples(st.just("grant"), tenant_index, st.integers(1, 300), st.sampled_from([None, 3, 40])),
+    st.tuples(st.just("expire"), tenant_index),
     # Project what is in the log so far, so views are also built while history is written.
     st.tuples(st.just("project")),
 )
@@ -151,6 +162,7 @@ histories = st.one_of(
 # runs on it as well as on the generated ones.
 RICH_HISTORY: list[tuple[Any, ...]] = [
     ("tenant", 0),
+    ("tenant", 1),
     ("thread", 0, "Plans"),
     ("run", 0, "\n".join([DIRECTIVES[4], DIRECTIVES[0], "first"]), False),
     ("run", 0, "\n".join([DIRECTIVES[2], DIRECTIVES[3], "second"]), True),
@@ -309,13 +321,39 @@ class World:
                         tenant_id=tenant, policy=policy, dangerous=policy.tool == "http.fetch"
                     ),
                 )
+            case "grant", (t, amount, expires_in):
+                tenant = tenant_id_for(TENANT_NAMES[t])
+                expires_at = None
+                if expires_in is not None:
+                    now = parse_time(app.clock.now())
+                    expires_at = format_time(now + timedelta(seconds=expires_in))
+                cmd = GrantCredits(
+                    tenant_id=tenant,
+                    grant_id=app.new_id(),
+                    amount=amount,
+                    kind="paid",
+                    expires_at=expires_at,
+                    reason="top-up",
+                )
+                await app.accounts.grant(Actor(tenant, Meta(principal="platform")), cmd)
+            case "expire", (t,):
+                tenant = tenant_id_for(TENANT_NAMES[t])
+                cmd = ExpireCredits(tenant_id=tenant, at=app.clock.now())
+                expired = await app.accounts.expire(Actor(tenant), cmd)
+                if expired.events:
+                    noted("credits expired")
             case "project", ():
                 self.runner.step()
 
     async def _drive(self, tenant: str, thread_id: str) -> None:
-        """As a worker does: the thread's admitted run, not one waiting in its queue."""
+        """As a worker does: the thread's admitted run holding one of the tenant's slots,
+        not one waiting in a queue."""
         thread = self.app.threads.get(tenant, thread_id)
         if thread is None or thread.active_run_id is None:
+            return
+        account = self.app.accounts.get(tenant)
+        if account is None or thread.active_run_id not in account.active:
+            noted("a run waiting for a slot")
             return
         advanced = await self.driver.advance(Actor(tenant), thread.active_run_id)
         assert advanced.state is not None
@@ -378,28 +416,6 @@ def world(page: int = 500) -> Iterator[World]:
             client.unlink(*keys)
         client.close()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def dump(client: redis.Redis, prefix: str) -> dict[str, tuple[str, Any]]:
-    """Every read-model key under the prefix with its contents, independent of encoding."""
-    contents: dict[str, tuple[str, Any]] = {}
-    for key in client.scan_iter(match=prefix + "v:*", count=1000):
-        kind = client.type(key).decode()
-        value: Any
-        if kind == "string":
-            value = client.get(key)
-        elif kind == "hash":
-            value = sorted(client.hgetall(key).items())
-        elif kind == "zset":
-            value = client.zrange(key, 0, -1, withscores=True)
-        elif kind == "set":
-            value = sorted(client.smembers(key))
-        elif kind == "list":
-            value = client.lrange(key, 0, -1)
-        else:
-            raise AssertionError(f"unexpected {kind} at {key!r}")
-        contents[key.decode()[len(prefix) :]] = (kind, value)
-    return contents
 
 
 class Batch(NamedTuple):
@@ -637,6 +653,7 @@ def test_simulating_the_policy_in_force_over_the_tools_view_changes_no_decision(
     with world() as w:
 
         async def history() -> None:
+            await w.app.tenants.create("acme")
             await w.app.agents.handle(Actor(tenant), agent)
             thread = await create_thread(w.app, Actor(tenant), "t", {})
             assert thread.state is not None
@@ -655,3 +672,70 @@ def test_simulating_the_policy_in_force_over_the_tools_view_changes_no_decision(
         assert [(p.tool, p.decision) for p in past] == [("math.evaluate", "deny")]
         assert decide_call(in_force, calls_so_far=0, roles=["member"]).decision == "allow"
         assert simulate(in_force, past).changes == {}
+
+
+# Grants spent, expired while a run holds part of them, and expired again once it ended.
+LEDGER_HISTORY: list[tuple[Any, ...]] = [
+    ("grant", 0, 100, 3),
+    ("episode", 0, "spend it", [], False),
+    ("expire", 0),
+    ("grant", 1, 50, 3),
+    ("thread", 1, "held"),
+    ("run", 1, DIRECTIVES[4] + "\nwaits for an approval", False),
+    ("drive", 1),
+    ("expire", 1),
+    ("cancel", 1),
+    ("expire", 1),
+]
+
+
+@PROPERTY_SETTINGS
+@given(history=histories)
+@example(history=RICH_HISTORY)
+@example(history=LEDGER_HISTORY)
+def test_the_ledger_never_overdraws_charges_each_run_once_and_folds_to_the_read_model(
+    history: list[tuple[Any, ...]],
+) -> None:
+    with world() as w:
+        # Both tenants exist, so every grant, run and expiry of the history lands.
+        w.write([("tenant", 0), ("tenant", 1), *history])
+        w.runner.catch_up()
+        events = [to_event(r.state, r.position) for r in scan(w.store)]
+        charges = Counter(e.data.run_id for e in events if isinstance(e.data, CreditsConsumed))
+        assert all(n == 1 for n in charges.values()), charges
+        runs = {}
+        for event in events:
+            if event.run_id is not None and event.run_id == event.stream_id:
+                runs[event.stream_id] = evolve_run(runs.get(event.stream_id), event)
+
+        for name in TENANT_NAMES:
+            tenant = tenant_id_for(name)
+            account = w.app.accounts.get(tenant)
+            if account is None:
+                continue
+            assert account.balance == account.granted - account.consumed - account.expired
+            assert account.available >= 0 and account.balance >= 0
+            # What is reserved is held by the tenant's unfinished runs, and only by them.
+            unfinished = {
+                r for r, s in runs.items() if s and s.tenant_id == tenant and not s.terminal
+            }
+            assert set(account.reservations) == unfinished
+            assert len(account.active) <= 4  # the free plan's max_concurrent_runs
+            queries = asyncio.run(_credits(w, tenant))
+            assert queries == (account.balance, account.available, account.reserved)
+        w.rebuild_all()
+        for name in TENANT_NAMES:
+            tenant = tenant_id_for(name)
+            account = w.app.accounts.get(tenant)
+            if account is not None:
+                rebuilt = asyncio.run(_credits(w, tenant))
+                assert rebuilt == (account.balance, account.available, account.reserved)
+
+
+async def _credits(w: World, tenant: str) -> tuple[int, int, int]:
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        credits = await AccountQueries(w.read_models.accounts, client).credits(tenant)
+    finally:
+        await client.aclose()
+    return credits.balance, credits.available, credits.reserved

@@ -26,9 +26,11 @@ from hypothesis.stateful import (
     rule,
 )
 
+from nome_core.accounts.state import evolve_quota, quota_stream_id
 from nome_core.application import Actor
 from nome_core.storage.store import EventStore
 from nome_core.storage.writer import GroupCommitWriter
+from nome_core.tenants.state import tenant_id_for
 from nome_core.threads.errors import ThreadNotFound
 from nome_core.threads.state import ThreadState, evolve
 from tests.support.app import (
@@ -41,7 +43,7 @@ from tests.support.app import (
 )
 from tests.support.fakes import StepClock
 
-TENANTS = ("tenant-a", "tenant-b")
+TENANTS = (tenant_id_for("tenant-a"), tenant_id_for("tenant-b"))
 titles = st.sampled_from(["Plans", "Roadmap", "Grüße 👋"]) | st.text(max_size=12)
 metadata = st.dictionaries(st.sampled_from(["project", "owner", "ключ"]), st.text(max_size=6))
 
@@ -76,6 +78,8 @@ class ThreadsMachine(RuleBasedStateMachine):
         self.versions: dict[str, int] = {}
         # thread id -> modelled state after each version, for time travel.
         self.history: dict[str, list[dict[str, Any]]] = {}
+        # Events of the tenants' quota streams: each creation and deletion counts there.
+        self.quota_events = 0
 
     def teardown(self) -> None:
         self.writer.stop()
@@ -125,6 +129,7 @@ class ThreadsMachine(RuleBasedStateMachine):
         self.versions[thread_id] = 0
         self.history[thread_id] = []
         self.record(thread_id, len(outcome.events))
+        self.quota_events += 1
         return thread_id
 
     @rule(thread=threads, tenant=st.sampled_from(TENANTS), title=titles)
@@ -175,6 +180,7 @@ class ThreadsMachine(RuleBasedStateMachine):
         assert len(outcome.events) == 1
         self.model[thread]["deleted"] = True
         self.record(thread, 1)
+        self.quota_events += 1
 
     @rule(tenant=st.sampled_from(TENANTS), title=titles)
     def rename_a_thread_that_never_existed(self, tenant: str, title: str) -> None:
@@ -224,7 +230,16 @@ class ThreadsMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_log_holds_exactly_the_events_of_the_modelled_threads(self) -> None:
-        assert self.store.head() == sum(self.versions.values())
+        assert self.store.head() == sum(self.versions.values()) + self.quota_events
+
+    @invariant()
+    def each_tenants_quota_counts_its_live_threads(self) -> None:
+        for tenant in TENANTS:
+            quota = self.app.bus.load(quota_stream_id(tenant), evolve_quota)
+            live = sum(
+                1 for t in self.model.values() if t["tenant_id"] == tenant and not t["deleted"]
+            )
+            assert (quota.count("threads") if quota else 0) == live
 
 
 ThreadsMachine.TestCase.settings = settings(

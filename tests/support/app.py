@@ -81,7 +81,8 @@ async def rename_thread(
 async def delete_thread(
     app: Application, actor: Actor, thread_id: str
 ) -> Outcome[ThreadState | None]:
-    return await app.threads.handle(actor, DeleteThread(thread_id=thread_id))
+    """Delete a thread as the route does: its active and queued runs stop with it."""
+    return await app.runs.delete_thread(actor, DeleteThread(thread_id=thread_id))
 
 
 async def add_message(
@@ -100,14 +101,15 @@ async def add_message(
 # -- runs, approvals and direct calls ----------------------------------------------------
 
 
-def scripted_driver(app: Application) -> RunDriver:
+def scripted_driver(app: Application, **harness: Any) -> RunDriver:
     """A worker's driver with the scripted model. Text is flushed once a turn (at its first
-    chunk and at its end), never on a timer, so the same run writes the same events."""
+    chunk and at its end), never on a timer, so the same run writes the same events.
+    `harness` sets any other of the harness's options (its grace for started calls ...)."""
     provider = ScriptedProvider()
-    harness = Harness(
-        lambda _: provider, RunTools(app.tools), app.clock, flush_chars=1 << 20, flush_seconds=1e9
+    options: dict[str, Any] = {"flush_chars": 1 << 20, "flush_seconds": 1e9, **harness}
+    return RunDriver(
+        app.runs, Harness(lambda _: provider, RunTools(app.tools), app.clock, **options)
     )
-    return RunDriver(app.runs, harness)
 
 
 async def start_run(

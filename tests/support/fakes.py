@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import Iterable
@@ -63,3 +64,24 @@ class FakeExecutor:
     def runs_of(self, call_id: str) -> int:
         """How many times the call was run."""
         return sum(1 for call, _ in self.ran if call.call_id == call_id)
+
+
+class HeldExecutor(FakeExecutor):
+    """A `FakeExecutor` whose calls wait at a gate the test opens, counting how many run at
+    the same moment: a call in progress is held exactly as long as the test needs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.running = 0
+        self.most_at_once = 0
+
+    async def run(self, spec: ToolSpec, call: Call, context: CallContext) -> Any:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            self.ran.append((call, context))
+            await self.gate.wait()
+            return fake_result(call.tool, call.call_id, call.arguments)
+        finally:
+            self.running -= 1

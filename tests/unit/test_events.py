@@ -169,6 +169,10 @@ PINNED_TOPICS = {
     "thread.renamed": "ThreadRenamed",
     "thread.deleted": "ThreadDeleted",
     "thread.message_added": "MessageAdded",
+    "tool.started": "ToolStarted",
+    "tool.deferred": "ToolDeferred",
+    "message.discarded": "MessageDiscarded",
+    "model.retry_scheduled": "ModelRetryScheduled",
 }
 
 

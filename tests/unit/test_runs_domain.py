@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nome_core.accounts.errors import InsufficientCredits
-from nome_core.accounts.events import CreditsConsumed
-from nome_core.accounts.state import AccountState
+from nome_core.accounts.errors import BillingInactive, InsufficientCredits
+from nome_core.accounts.events import (
+    CreditsConsumed,
+    CreditsReleased,
+    CreditsReserved,
+    RunWaiting,
+    SlotFreed,
+    SlotTaken,
+)
+from nome_core.accounts.state import AccountState, Grant
 from nome_core.approvals.events import ApprovalRequested, ApprovalResolved
 from nome_core.bus import owned_by
 from nome_core.events import Client, Decided, DomainEvent, Draft
@@ -172,17 +180,39 @@ def create_run(enqueue: bool = False, input_text: str = "hello there") -> Create
 
 FREE = TenantState(id=TENANT, name="acme", plan="free", created_at="2025-01-01T00:00:00.000000Z")
 PRO = TenantState(id=TENANT, name="acme", plan="pro", created_at="2025-01-01T00:00:00.000000Z")
+NOW = "2026-01-01T00:00:00.000000Z"
+# A deep run reserves its tier's maximum.
+DEEP_MOST = 50
 
 
-def spent(credits: int) -> AccountState:
-    return AccountState(tenant_id=TENANT, consumed=credits)
+def funded(available: int = 1000, *, active: tuple[str, ...] = ()) -> AccountState:
+    grant = Grant(
+        grant_id="g",
+        kind="paid",
+        amount=available,
+        remaining=available,
+        expires_at=None,
+        granted_at=NOW,
+    )
+    return AccountState(tenant_id=TENANT, grants=(grant,), granted=available, active=active)
+
+
+def create(
+    cmd: CreateRun,
+    thread: ThreadState | None,
+    tenant: TenantState | None = FREE,
+    account: AccountState | None = None,
+) -> decide.Created:
+    return decide.create(
+        cmd, thread, tenant, funded() if account is None else account, now=NOW, grace_days=7
+    )
 
 
 # -- create ------------------------------------------------------------------------------
 
 
 def test_a_new_run_puts_its_input_in_the_thread_as_a_user_message_labelled_with_the_run() -> None:
-    thread_events, _ = decide.create(create_run(), idle_thread(), FREE, None)
+    thread_events = create(create_run(), idle_thread()).thread
 
     assert thread_events[0] == MessageAdded(
         message_id=decide.input_message_id(RUN),
@@ -201,29 +231,48 @@ def test_the_input_message_id_is_derived_from_the_run_alone() -> None:
     assert decide.input_message_id(RUN) != decide.input_message_id(NEXT_RUN)
 
 
-def test_a_run_on_an_idle_thread_is_admitted_at_once() -> None:
-    thread_events, _ = decide.create(create_run(), idle_thread(), FREE, None)
+def test_a_run_on_an_idle_thread_is_admitted_and_takes_a_free_slot_at_once() -> None:
+    created = create(create_run(), idle_thread())
 
-    assert thread_events[1:] == [RunAdmitted(run_id=RUN)]
+    assert created.thread[1:] == [RunAdmitted(run_id=RUN, slotted=True)]
+    assert created.account == [
+        CreditsReserved(run_id=RUN, amount=DEEP_MOST),
+        RunWaiting(run_id=RUN),
+        SlotTaken(run_id=RUN),
+    ]
+
+
+def test_a_run_admitted_while_the_tenants_slots_are_taken_waits_for_one() -> None:
+    busy = funded(active=("r1", "r2", "r3", "r4"))  # the free plan's four
+
+    created = create(create_run(), idle_thread(), FREE, busy)
+
+    assert created.account == [
+        CreditsReserved(run_id=RUN, amount=DEEP_MOST),
+        RunWaiting(run_id=RUN),
+    ]
 
 
 @pytest.mark.parametrize("queued", [(), (NEXT_RUN,)], ids=["nobody waiting", "one waiting"])
-def test_a_run_on_a_busy_thread_asked_to_wait_is_queued(queued: tuple[str, ...]) -> None:
-    thread_events, _ = decide.create(create_run(enqueue=True), busy_thread(*queued), FREE, None)
+def test_a_run_on_a_busy_thread_asked_to_wait_is_queued_holding_only_its_reservation(
+    queued: tuple[str, ...],
+) -> None:
+    created = create(create_run(enqueue=True), busy_thread(*queued))
 
-    assert thread_events[1:] == [RunQueued(run_id=RUN)]
+    assert created.thread[1:] == [RunQueued(run_id=RUN)]
+    assert created.account == [CreditsReserved(run_id=RUN, amount=DEEP_MOST)]
 
 
 def test_a_run_on_a_busy_thread_not_asked_to_wait_is_refused_naming_the_active_run() -> None:
     with pytest.raises(RunInProgress) as refused:
-        decide.create(create_run(enqueue=False), busy_thread(), FREE, None)
+        create(create_run(enqueue=False), busy_thread())
 
     assert refused.value.code == "run_in_progress"
     assert refused.value.details == {"active_run_id": EARLIER_RUN}
 
 
 def test_the_run_created_event_snapshots_the_agent_tier_roles_and_client() -> None:
-    _, run_events = decide.create(create_run(), idle_thread(), FREE, None)
+    run_events = create(create_run(), idle_thread()).run
 
     assert run_events == [
         RunCreated(
@@ -239,32 +288,54 @@ def test_the_run_created_event_snapshots_the_agent_tier_roles_and_client() -> No
 
 
 @pytest.mark.parametrize(
-    ("tenant", "consumed", "available"),
-    [(FREE, 1000, 0), (FREE, 1700, 0), (None, 1000, 0), (PRO, 100_000, 0)],
-    ids=["free plan used up", "free plan overdrawn", "unknown tenant is free", "pro used up"],
+    ("tenant", "account", "available"),
+    [
+        (FREE, AccountState(tenant_id=TENANT), 0),
+        (FREE, funded(DEEP_MOST - 1), DEEP_MOST - 1),
+        (None, funded(10), 10),
+        (PRO, msgspec.structs.replace(funded(100), reservations={"r": 60}), 40),
+    ],
+    ids=["nothing granted", "one short", "unknown tenant", "the rest reserved"],
 )
-def test_a_tenant_without_credits_left_cannot_start_a_run(
-    tenant: TenantState | None, consumed: int, available: int
+def test_a_tenant_without_the_runs_most_available_cannot_start_it(
+    tenant: TenantState | None, account: AccountState, available: int
 ) -> None:
     with pytest.raises(InsufficientCredits) as refused:
-        decide.create(create_run(), idle_thread(), tenant, spent(consumed))
+        create(create_run(), idle_thread(), tenant, account)
 
     assert refused.value.code == "insufficient_credits"
-    assert refused.value.details == {"required": 1, "available": available}
+    assert refused.value.details == {"required": DEEP_MOST, "available": available}
+
+
+def test_a_tenant_with_exactly_the_runs_most_available_can_start_it() -> None:
+    created = create(create_run(), idle_thread(), FREE, funded(DEEP_MOST))
+
+    assert created.thread[1:] == [RunAdmitted(run_id=RUN, slotted=True)]
+    assert created.account[0] == CreditsReserved(run_id=RUN, amount=DEEP_MOST)
 
 
 @pytest.mark.parametrize(
-    ("tenant", "account"),
-    [(FREE, None), (FREE, spent(999)), (PRO, spent(1000))],
-    ids=["nothing spent", "one credit left", "pro plan past the free credits"],
+    ("status", "period_end"),
+    [("canceled", None), ("past_due", "2025-12-20T00:00:00.000000Z")],
+    ids=["canceled", "past due beyond its grace"],
 )
-def test_a_tenant_with_a_credit_left_can_start_a_run(
-    tenant: TenantState, account: AccountState | None
+def test_a_tenant_whose_billing_is_inactive_starts_no_run(
+    status: str, period_end: str | None
 ) -> None:
-    thread_events, run_events = decide.create(create_run(), idle_thread(), tenant, account)
+    tenant = msgspec.structs.replace(FREE, billing=status, period_end=period_end)
 
-    assert thread_events[1:] == [RunAdmitted(run_id=RUN)]
-    assert len(run_events) == 1
+    with pytest.raises(BillingInactive) as refused:
+        create(create_run(), idle_thread(), tenant)
+
+    assert refused.value.code == "billing_inactive"
+
+
+def test_a_past_due_tenant_within_its_grace_still_starts_runs() -> None:
+    tenant = msgspec.structs.replace(
+        FREE, billing="past_due", period_end="2025-12-28T00:00:00.000000Z"
+    )
+
+    assert create(create_run(), idle_thread(), tenant).run
 
 
 def deleted_thread() -> ThreadState:
@@ -278,7 +349,7 @@ def deleted_thread() -> ThreadState:
 )
 def test_a_run_on_a_thread_that_is_not_there_is_not_found(thread: ThreadState | None) -> None:
     with pytest.raises(ThreadNotFound):
-        decide.create(create_run(), thread, FREE, None)
+        create(create_run(), thread)
 
 
 # -- a worker's step ---------------------------------------------------------------------
@@ -328,8 +399,12 @@ def test_completing_a_run_records_its_output_and_the_words_in_and_out() -> None:
 def test_failing_a_run_records_the_error() -> None:
     state = run_state(RunStarted(model="m"))
 
+    # What it used ("hello there": two words in, none out) costs the least a run can.
     assert decide.fail(state, "model_error", "timed out") == [
-        RunFailed(error=ErrorInfo(code="model_error", message="timed out"))
+        RunFailed(
+            error=ErrorInfo(code="model_error", message="timed out"),
+            usage=Usage(input_tokens=2, output_tokens=0, credits=1),
+        )
     ]
 
 
@@ -361,13 +436,16 @@ def cancel(state: RunState | None) -> list[Decided]:
     return decide.cancel(CancelRun(run_id=RUN, by="key-9", reason="changed my mind"), state)
 
 
-@pytest.mark.parametrize(
-    "drafts", [(), (RunStarted(model="m"),)], ids=["pending run", "active run"]
-)
-def test_cancelling_a_live_run_records_who_cancelled_it_and_why(
-    drafts: tuple[Decided, ...],
-) -> None:
-    assert cancel(run_state(*drafts)) == [RunCancelled(by="key-9", reason="changed my mind")]
+def test_cancelling_a_pending_run_records_who_and_why_and_that_it_cost_nothing() -> None:
+    assert cancel(run_state()) == [RunCancelled(by="key-9", reason="changed my mind")]
+
+
+def test_cancelling_an_active_run_records_what_it_used_at_least_the_least_a_run_costs() -> None:
+    used = Usage(input_tokens=2, output_tokens=0, credits=1)
+
+    assert cancel(run_state(RunStarted(model="m"))) == [
+        RunCancelled(by="key-9", reason="changed my mind", usage=used)
+    ]
 
 
 def test_cancelling_a_run_withdraws_its_pending_approvals_and_only_those() -> None:
@@ -389,7 +467,11 @@ def test_cancelling_a_run_withdraws_its_pending_approvals_and_only_those() -> No
             ),
             "w-c2",
         ),
-        RunCancelled(by="key-9", reason="changed my mind"),
+        RunCancelled(
+            by="key-9",
+            reason="changed my mind",
+            usage=Usage(input_tokens=2, output_tokens=0, credits=1),
+        ),
     ]
     stream.append(decided)
     after = stream.live()
@@ -458,7 +540,8 @@ def test_credits_grow_with_tokens_and_with_the_tier(tokens: int, more: int) -> N
     for tier in ("fast", "standard", "deep"):
         assert 1 <= cost(tier, tokens) <= cost(tier, tokens + more)
     assert cost("fast", tokens) <= cost("standard", tokens) <= cost("deep", tokens)
-    assert cost("deep", tokens) == max(1, math.ceil(tokens * 5 / 1000))
+    # Never more than the tier's maximum: what a run of it reserves.
+    assert cost("deep", tokens) == min(50, max(1, math.ceil(tokens * 5 / 1000)))
 
 
 # -- effects: the thread and the account -------------------------------------------------
@@ -547,7 +630,7 @@ def test_a_runs_end_frees_its_thread_and_admits_the_next_queued_run(end: DomainE
 
     assert effects.thread_effects(run, active_thread(NEXT_RUN, EARLIER_RUN), [end]) == [
         RunReleased(run_id=RUN),
-        RunAdmitted(run_id=NEXT_RUN),
+        RunAdmitted(run_id=NEXT_RUN, slotted=True),
     ]
 
 
@@ -571,7 +654,7 @@ def test_a_deleted_thread_gets_no_answer_but_its_run_is_still_released() -> None
     assert effects.thread_effects(run, thread.live(), [answer(), end]) == [
         RunReleased(run_id=RUN),
         # Admitted so that the worker finds it, and cancels it: its thread is gone.
-        RunAdmitted(run_id=NEXT_RUN),
+        RunAdmitted(run_id=NEXT_RUN, slotted=True),
     ]
 
 
@@ -579,21 +662,48 @@ def test_a_run_of_a_thread_that_never_existed_changes_no_thread() -> None:
     assert effects.thread_effects(run_state(), None, [answer(), ENDS[0]]) == []
 
 
-def test_a_completed_run_consumes_its_credits() -> None:
+def test_a_completed_run_consumes_its_cost_releases_the_rest_and_frees_its_slot() -> None:
     end = RunCompleted(usage=Usage(input_tokens=1, output_tokens=1, credits=7), output="x")
+    account = msgspec.structs.replace(funded(), reservations={RUN: 20}, active=(RUN,))
 
-    assert effects.account_effects(run_state(), [answer(), end]) == [
-        CreditsConsumed(run_id=RUN, amount=7)
+    assert effects.account_effects(run_state(), account, FREE, [answer(), end], []) == [
+        CreditsConsumed(run_id=RUN, amount=7),
+        CreditsReleased(run_id=RUN, amount=13),
+        SlotFreed(run_id=RUN),
     ]
 
 
-@pytest.mark.parametrize(
-    "drafts",
-    [[ENDS[1]], [ENDS[2]], [answer()], [RunCompleted(usage=Usage(credits=0), output="")]],
-    ids=["failed", "cancelled", "no end", "free completion"],
-)
-def test_only_a_completion_that_costs_something_consumes_credits(drafts: list[Decided]) -> None:
-    assert effects.account_effects(run_state(), drafts) == []
+def test_a_run_that_ends_hands_its_slot_to_the_oldest_waiting_run() -> None:
+    end = ENDS[1]
+    account = msgspec.structs.replace(
+        funded(), reservations={RUN: 20}, active=(RUN, "r2", "r3", "r4"), waiting=("w1", "w2")
+    )
+
+    assert effects.account_effects(run_state(), account, FREE, [end], []) == [
+        CreditsReleased(run_id=RUN, amount=20),
+        SlotFreed(run_id=RUN),
+        SlotTaken(run_id="w1"),
+    ]
+
+
+def test_a_run_its_end_admits_on_the_thread_queues_behind_runs_already_waiting() -> None:
+    account = msgspec.structs.replace(
+        funded(), reservations={RUN: 20}, active=(RUN, "r2", "r3", "r4"), waiting=("w1",)
+    )
+    admitted = [RunReleased(run_id=RUN), RunAdmitted(run_id=NEXT_RUN, slotted=True)]
+
+    assert effects.account_effects(run_state(), account, FREE, [ENDS[2]], admitted) == [
+        CreditsReleased(run_id=RUN, amount=20),
+        SlotFreed(run_id=RUN),
+        RunWaiting(run_id=NEXT_RUN),
+        SlotTaken(run_id="w1"),
+    ]
+
+
+def test_a_step_that_does_not_end_the_run_touches_no_account() -> None:
+    account = msgspec.structs.replace(funded(), reservations={RUN: 20}, active=(RUN,))
+
+    assert effects.account_effects(run_state(), account, FREE, [answer()], []) == []
 
 
 def test_a_step_ends_the_run_exactly_when_it_holds_a_terminal_event() -> None:

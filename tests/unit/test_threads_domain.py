@@ -89,7 +89,7 @@ def test_creating_a_thread_records_its_title_and_metadata() -> None:
     ]
 
 
-def test_a_created_thread_takes_its_id_tenant_and_times_from_the_event() -> None:
+def test_a_created_thread_takes_its_id_tenant_times_and_seq_from_the_event() -> None:
     stream = created()
     first = stream.events[0]
 
@@ -100,6 +100,7 @@ def test_a_created_thread_takes_its_id_tenant_and_times_from_the_event() -> None
         metadata={"project": "apollo"},
         created_at=first.at,
         updated_at=first.at,
+        seq=first.seq,
     )
 
 

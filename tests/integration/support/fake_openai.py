@@ -3,8 +3,10 @@
 It is a stdlib `ThreadingHTTPServer` in a daemon thread, so it serves the worker whether the
 worker runs in this process (the `api` fixture) or in a `nome serve --role worker` child.
 Each request is answered by the next `Reply` of a script; a reply is a list of steps: a chunk
-to send (`data: {json}`), a pause, or a `threading.Event` to wait for, so a test can hold a
-model turn open exactly as long as it needs to (no timing guesses).
+to send (`data: {json}`), a raw line (a malformed one), a pause, a `threading.Event` to wait
+for, so a test can hold a model turn open exactly as long as it needs to (no timing
+guesses), or dropping the connection mid-stream. A reply may instead be a status with
+headers (429 with `Retry-After`, 500) or a whole body of any type (a 200 HTML page).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,23 +34,36 @@ class Abort:
     """Drop the connection here, without finishing the chunked body."""
 
 
-Step = dict[str, Any] | Pause | threading.Event | Abort
+@dataclass(frozen=True)
+class Raw:
+    """A line sent as it is, not as `data: {json}` (a malformed stream line)."""
+
+    line: bytes
+
+
+Step = dict[str, Any] | Pause | threading.Event | Abort | Raw
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One answer to one POST /chat/completions: a status and, when 200, streamed steps."""
+    """One answer to one POST /chat/completions: a status and, when 200, streamed steps, or
+    a whole `body` of `content_type`."""
 
     steps: Sequence[Step] = ()
     status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    content_type: str = "application/json"
 
 
 @dataclass
 class Request:
-    """What the fake received: the JSON body and the Authorization header."""
+    """What the fake received: the JSON body, the Authorization header, and when (on the
+    monotonic clock)."""
 
     body: dict[str, Any]
     authorization: str | None
+    at: float = 0.0
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -110,8 +126,22 @@ def tool_call_reply(call_id: str, wire_name: str, argument_pieces: Iterable[str]
     return Reply(steps)
 
 
-def error_reply(status: int = 500) -> Reply:
-    return Reply(status=status)
+def error_reply(status: int = 500, *, retry_after: str | None = None) -> Reply:
+    """An error status with OpenAI's error body (and a `Retry-After`, if given)."""
+    return Reply(status=status, headers={"Retry-After": retry_after} if retry_after else {})
+
+
+def html_reply() -> Reply:
+    """A 200 that is not a model's answer: a proxy's or a login page's HTML."""
+    page = b"<!doctype html><html><body><h1>Welcome</h1></body></html>"
+    return Reply(body=page, content_type="text/html; charset=utf-8")
+
+
+def malformed_reply(pieces: Iterable[str]) -> Reply:
+    """Some text, then a stream line that is not JSON, then more that never matters."""
+    steps: list[Step] = [chunk({"role": "assistant", "content": ""})]
+    steps += [chunk({"content": piece}) for piece in pieces]
+    return Reply([*steps, Raw(b'data: {"choices": [{"delta": {"content": "tru'), chunk({})])
 
 
 def broken_reply(pieces: Iterable[str]) -> Reply:
@@ -163,25 +193,42 @@ class FakeOpenAI:
                 body = json.loads(raw)
                 with fake._lock:
                     index = len(fake.requests)
-                    fake.requests.append(Request(body, self.headers.get("Authorization")))
+                    fake.requests.append(
+                        Request(body, self.headers.get("Authorization"), time.monotonic())
+                    )
                 reply = fake.script(index, body)
                 if reply.status != 200:
                     self._json(
                         reply.status,
                         {"error": {"message": "The server had an error", "type": "server_error"}},
+                        reply.headers,
                     )
+                    return
+                if reply.body is not None:
+                    self._whole(reply.body, reply.content_type)
                     return
                 # The worker may go away mid-turn (a killed process).
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._stream(reply.steps)
 
-            def _json(self, status: int, payload: dict[str, Any]) -> None:
+            def _json(
+                self, status: int, payload: dict[str, Any], headers: Mapping[str, str] = {}
+            ) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _whole(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def _stream(self, steps: Sequence[Step]) -> None:
                 self.send_response(200)
@@ -197,6 +244,8 @@ class FakeOpenAI:
                         threading.Event().wait(step.seconds)
                     elif isinstance(step, threading.Event):
                         step.wait(HOLD_LIMIT_S)
+                    elif isinstance(step, Raw):
+                        self._send(step.line + b"\n\n")
                     else:
                         self._send(b"data: " + json.dumps(step).encode() + b"\n\n")
                 self._send(b"data: [DONE]\n\n")

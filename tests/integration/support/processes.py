@@ -106,6 +106,7 @@ class Cluster:
         self.schema = unique("t")
         self.prefix = f"{self.schema}:"
         self.admin_key = admin_key()
+        self.platform_key = admin_key()
         # One deployment secret for every process, as NOME_SECRET_KEY in production.
         self.secret_key = new_secret()
         self.env = env
@@ -120,6 +121,7 @@ class Cluster:
             NOME_REDIS_URL=REDIS_URL,
             NOME_REDIS_PREFIX=self.prefix,
             NOME_BOOTSTRAP_ADMIN_KEY=self.admin_key,
+            NOME_BOOTSTRAP_PLATFORM_KEY=self.platform_key,
             NOME_SECRET_KEY=self.secret_key,
             NOME_LOG_LEVEL="warning",
             NOME_LOG_FORMAT="console",
@@ -189,6 +191,25 @@ class Cluster:
                 return
             time.sleep(0.1)
         raise AssertionError(f"the bootstrap key never worked on {api.name}")
+
+    def fund(self, api: NomeProcess, credits: int) -> None:
+        """Grant the default tenant `credits` (its free plan starts with enough for about
+        fifty runs): for tests that make more runs than that."""
+        bootstrap = httpx.get(api.url + "/v1/bootstrap", headers=self.headers(), timeout=5)
+        tenant_id = bootstrap.json()["tenant"]["id"]
+        headers = {"Authorization": f"Bearer {self.platform_key}", "Idempotency-Key": "fund"}
+        deadline = time.monotonic() + EVENTUAL_LIMIT_S
+        while True:  # the platform key works once the projector has put it in the read model
+            granted = httpx.post(
+                f"{api.url}/v1/platform/tenants/{tenant_id}/credits",
+                json={"amount": credits, "kind": "promotional", "reason": "test load"},
+                headers=headers,
+                timeout=5,
+            )
+            if granted.status_code != 401 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert granted.status_code == 201, granted.text
 
     def close(self) -> None:
         for process in self.processes:
