@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 # ~40 characters per delta: the size of a streamed token group from a real model.
@@ -113,6 +114,30 @@ async def thread_creator(
     finally:
         nome.writer.stop()
         nome.store.close()
+
+
+def insert_seeded(
+    store: Any,
+    count: int,
+    batch: int,
+    events_of: Callable[[int], list[Any]],
+    progress: Callable[[int], None],
+) -> int:
+    """Items 0..count-1, each `events_of(i)` sealed events, inserted `batch` items at a time:
+    a batch is inserted in a thread while the next one is sealed (the insert mostly waits on
+    Postgres); `progress(items written)` after each. The last event's position."""
+    inserting: Future[list[int]] | None = None
+    with ThreadPoolExecutor(1) as inserter:
+        for start in range(0, count, batch):
+            events = [e for i in range(start, min(count, start + batch)) for e in events_of(i)]
+            if inserting is not None:
+                inserting.result()
+                progress(start)
+            inserting = inserter.submit(store.insert, events)
+        assert inserting is not None
+        last: int = inserting.result()[-1]
+        progress(count)
+    return last
 
 
 def rebuild(env: dict[str, str]) -> tuple[int, float]:

@@ -22,7 +22,6 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -128,23 +127,10 @@ def seed(
         account_head = head_of(settled)
         return [*created, *reserved, *ended, *settled]
 
-    # A batch is inserted in a thread while the next one is sealed: the insert mostly waits
-    # on Postgres.
-    inserting: Future[list[int]] | None = None
     try:
-        with ThreadPoolExecutor(1) as inserter:
-            for start in range(0, runs, BATCH):
-                events = [e for i in range(start, min(runs, start + BATCH)) for e in one_run(i)]
-                if inserting is not None:
-                    inserting.result()
-                    progress(start)
-                inserting = inserter.submit(store.insert, events)
-            assert inserting is not None
-            last = inserting.result()[-1]
-            progress(runs)
+        return internals.insert_seeded(store, runs, BATCH, one_run, progress)
     finally:
         store.close()
-    return last
 
 
 def caught_up(bench: Bench, position: int, within: float = 180) -> float:

@@ -262,8 +262,15 @@ class CommandBus:
             # race each other: only another process can make an append conflict. The turn
             # ends once the command is submitted, not committed: the next command decides
             # on the state this one leaves and goes into the same commit, or the next.
+            first = attempt == 0
+            # What no pending command of this process holds is read before the turn, so
+            # commands queued on a busy stream (a tenant's account) read in parallel
+            # instead of one by one while holding it.
+            ahead = await self._read_ahead(specs, first=first)
             async with self._turn(specs):
-                prepared = await self._prepare(specs, decide, actor, claim, first=attempt == 0)
+                prepared = await self._prepare(
+                    specs, decide, actor, claim, first=first, ahead=ahead
+                )
             if isinstance(prepared, list):
                 return prepared  # decided nothing to append
             try:
@@ -303,6 +310,33 @@ class CommandBus:
                 if lock.users == 0:
                     del self._locks[stream_id]
 
+    def _live_tips(self, specs: Sequence[Spec]) -> list[_Tip | None]:
+        """Each stream's pending tip, unless its command failed."""
+        tips = [self._tips.get((s.stream_id, s.evolve)) for s in specs]
+        return [tip if tip is not None and not tip.submission.failed else None for tip in tips]
+
+    async def _read_ahead(
+        self, specs: Sequence[Spec], *, first: bool
+    ) -> dict[tuple[str, Evolve], Loaded[Any]]:
+        """The streams no pending command holds, read now (a new one needs no read)."""
+        to_read = [
+            spec
+            for spec, tip in zip(specs, self._live_tips(specs), strict=True)
+            if tip is None and not (spec.new and first)
+        ]
+        if not to_read:
+            return {}
+        read = await self._io(asyncio.to_thread(self._load_many, to_read))
+        return {(s.stream_id, s.evolve): item for s, item in zip(to_read, read, strict=True)}
+
+    def _newest(self, spec: Spec, ahead: Loaded[Any]) -> Loaded[Any]:
+        """A stream read ahead, or what a command of this process committed on it since."""
+        with self._cache_lock:
+            cached = self._cache.get((spec.stream_id, spec.evolve))
+        if cached is not None and cached.head.version > ahead.head.version:
+            return cached
+        return ahead
+
     async def _prepare(
         self,
         specs: Sequence[Spec],
@@ -311,14 +345,18 @@ class CommandBus:
         claim: Claim | None,
         *,
         first: bool,
+        ahead: dict[tuple[str, Evolve], Loaded[Any]],
     ) -> _Prepared | list[Outcome[Any]]:
-        """Load, decide, seal and submit; the outcomes at once if nothing is to append."""
-        tips = [self._tips.get((s.stream_id, s.evolve)) for s in specs]
-        live = [tip if tip is not None and not tip.submission.failed else None for tip in tips]
+        """Load, decide, seal and submit; the outcomes at once if nothing is to append.
+        A stream read ahead is not read again: another process's append since is caught by
+        the version check, like any stale state."""
+        live = self._live_tips(specs)
         to_load = [
             spec
             for spec, tip in zip(specs, live, strict=True)
-            if tip is None and not (spec.new and first)
+            if tip is None
+            and not (spec.new and first)
+            and (spec.stream_id, spec.evolve) not in ahead
         ]
         read = iter(await self._io(asyncio.to_thread(self._load_many, to_load)) if to_load else [])
         loaded: list[Loaded[Any]] = [
@@ -326,6 +364,8 @@ class CommandBus:
             if tip is not None
             else Loaded(None, Head())
             if spec.new and first
+            else self._newest(spec, ahead[spec.stream_id, spec.evolve])
+            if (spec.stream_id, spec.evolve) in ahead
             else next(read)
             for spec, tip in zip(specs, live, strict=True)
         ]

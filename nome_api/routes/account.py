@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 from litestar import Response, Router, get
@@ -16,7 +16,7 @@ from nome_api.downloads import Release
 from nome_api.errors import ApiError, Issue
 from nome_api.schemas import PageOf
 from nome_core.tenants.plans import Limits
-from projections.accounts import Credits, LedgerEntry, UsageReport
+from projections.accounts import Credits, Grouping, LedgerEntry, UsageReport
 from projections.tenants import BillingView, TenantView
 
 _encode = msgspec.json.Encoder().encode
@@ -101,7 +101,7 @@ async def usage(
     start: DateParam = None,
     end: DateParam = None,
     group_by: Annotated[
-        Literal["tier", "agent", "day"] | None,
+        Grouping | None,
         QueryParameter(description="only this grouping (all three when absent)"),
     ] = None,
 ) -> UsageReport:
@@ -109,15 +109,7 @@ async def usage(
     if first is not None and last is not None and first > last:
         raise ApiError(400, "start is after end", issues=[Issue(path=["start"], message="> end")])
     accounts = runtime_of(request).queries.accounts
-    report = await accounts.usage(caller_of(request).tenant_id, first, last)
-    if group_by is not None:
-        report = msgspec.structs.replace(
-            report,
-            by_tier=report.by_tier if group_by == "tier" else msgspec.UNSET,
-            by_day=report.by_day if group_by == "day" else msgspec.UNSET,
-            by_agent=report.by_agent if group_by == "agent" else msgspec.UNSET,
-        )
-    return report
+    return await accounts.usage(caller_of(request).tenant_id, first, last, group_by)
 
 
 @get("/billing", summary="The caller's billing state")

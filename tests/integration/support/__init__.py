@@ -1,1 +1,0 @@
-"""Helpers for integration tests: a fake OpenAI server, NOME processes, SSE reading."""
