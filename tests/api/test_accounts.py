@@ -16,9 +16,9 @@ import pytest
 from nome_api.settings import Settings
 from nome_core.tenants.plans import plan_of
 from nome_core.tenants.state import tenant_id_for
-from tests.api.test_errors import assert_error
-from tests.api.test_runs import finished_run, new_thread, post_run
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
+from tests.support.api_runs import finished_run, new_thread, post_run
+from tests.support.errors import assert_error
 
 CREDIT_DETAILS = frozenset({"required", "available"})
 LIMIT_DETAILS = frozenset({"limit", "current"})

@@ -8,8 +8,8 @@ from typing import Any
 
 from nome_api import __version__
 from nome_core.tenants.state import tenant_id_for
-from tests.api.test_errors import assert_error
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
+from tests.support.errors import assert_error
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 RAW_KEY = re.compile(r"^nome_sk_[A-Za-z0-9_-]{43}$")

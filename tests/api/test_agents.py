@@ -9,8 +9,8 @@ import httpx
 from nome_core.agents.state import default_agent_id
 from nome_core.tenants.state import tenant_id_for
 from nome_core.tools.builtin import BUILTIN_TOOLS
-from tests.api.test_errors import assert_error
-from tests.api.test_runs import (
+from tests.support.api import Api, auth
+from tests.support.api_runs import (
     MATH,
     TIME,
     ZERO,
@@ -21,7 +21,7 @@ from tests.api.test_runs import (
     post_run,
     read_run,
 )
-from tests.conftest import Api, auth
+from tests.support.errors import assert_error
 
 AGENT_KEYS = {
     "id",

@@ -31,20 +31,21 @@ from nome_core.runs.events import MessageDelta
 from nome_core.storage.rows import decode_stored, envelope_json, tenant_of
 from nome_core.storage.store import EventStore
 from nome_core.tenants.state import tenant_id_for
-from tests.api.asgi import call_app
-from tests.api.test_errors import assert_error
-from tests.conftest import PG_URL, Api, auth
-from tests.support.log import scan
-from tests.unit.test_audit_offline import (
+from tests.support.api import Api, auth
+from tests.support.asgi import call_app
+from tests.support.audit import (
     OTHER_KEY,
     edited,
     flip,
-    nome,
     resigned,
     run_checkpoint_recipe,
     run_recipe,
     successors,
 )
+from tests.support.cli import nome
+from tests.support.env import PG_URL
+from tests.support.errors import assert_error
+from tests.support.log import scan
 
 CHAT = 'hi\n/tool math.evaluate {"expression": "1+2"}'
 ACME = tenant_id_for("acme")

@@ -20,8 +20,8 @@ from litestar.testing import AsyncTestClient
 from nome_api.app import create_app
 from nome_api.runtime import Runtime
 from nome_api.settings import Settings
-from tests.api.test_errors import assert_error
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
+from tests.support.errors import assert_error
 
 ISSUER = "https://idp.example.test/"
 AUDIENCE = "nome-api"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from nome_api.routes.console import CONSOLE_DIR
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 async def test_the_console_page_is_served_without_a_key_under_a_strict_policy(api: Api) -> None:

@@ -4,33 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
+from tests.support.errors import assert_error
 
 BEARER_GARBAGE = "Bearer nome_sk_" + "A" * 43  # well formed, but no such key
-
-
-def assert_error(
-    response: httpx.Response,
-    status: int,
-    code: str,
-    *,
-    issues: bool = False,
-    details: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    """The response is the contract's error: status, JSON content type, exact body keys
-    (with `details`, the keys a code adds, such as 402's `required` and `available`)."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0] == "application/json"
-    body: dict[str, Any] = response.json()
-    expected = {"error", "code", "request_id"} | ({"issues"} if issues else set()) | details
-    assert set(body) == expected, body
-    assert body["code"] == code
-    assert isinstance(body["error"], str) and body["error"]
-    assert "Traceback" not in body["error"]
-    assert body["request_id"] and body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 async def test_an_unknown_route_is_a_json_404_even_without_a_key(api: Api) -> None:

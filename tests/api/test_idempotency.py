@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.api.test_errors import assert_error
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
+from tests.support.errors import assert_error
 
 
 def with_key(key: str, idempotency_key: str) -> dict[str, str]:

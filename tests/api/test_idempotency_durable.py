@@ -19,8 +19,9 @@ import psycopg
 
 from nome_api.runtime import Runtime
 from nome_core.tenants.state import tenant_id_for
-from tests.api.test_errors import assert_error
-from tests.conftest import PG_URL, Api, auth
+from tests.support.api import Api, auth
+from tests.support.env import PG_URL
+from tests.support.errors import assert_error
 
 
 def with_key(key: str, idempotency_key: str) -> dict[str, str]:

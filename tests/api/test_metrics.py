@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from nome_api.app import create_app
 from nome_api.runtime import Runtime
 from nome_api.settings import Settings
-from tests.api.asgi import Answer, call_app
-from tests.api.test_errors import assert_error
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
+from tests.support.asgi import Answer, call_app
+from tests.support.errors import assert_error
 
 CHAT = 'hi\n/tool math.evaluate {"expression": "1+2"}'
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api.test_errors import assert_error
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
+from tests.support.errors import assert_error
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 METHODS = ("get", "post", "put", "patch", "delete")

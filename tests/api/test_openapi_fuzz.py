@@ -39,7 +39,7 @@ from nome_api.runtime import Runtime
 from nome_api.settings import Settings
 from nome_core.application import Actor
 from nome_core.tenants.state import tenant_id_for
-from tests.conftest import PG_URL, REDIS_URL, cleanup, unique
+from tests.support.env import PG_URL, REDIS_URL, cleanup, unique
 
 SECONDS = int(os.environ.get("NOME_FUZZ_SECONDS", "40"))
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from eventsourcing.persistence import StoredEvent
 from nome_core.events import EVENT_TYPES
 from nome_core.storage.rows import decode_stored, to_event, to_stored
 from nome_core.tenants.state import tenant_id_for
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "prereshape"
 # Verify of a run cancelled while it waited on an approval failed with a 500 then (the

@@ -13,7 +13,7 @@ import httpx
 
 from nome_api import stream_tokens
 from nome_core.clock import parse_time
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
 
 SSE_TYPE = "text/event-stream"
 

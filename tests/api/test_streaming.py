@@ -14,8 +14,8 @@ from litestar.testing import AsyncTestClient
 from litestar.testing import transport as litestar_transport
 
 from nome_core.tenants.state import tenant_id_for
-from tests.api.test_errors import assert_error
-from tests.api.test_runs import (
+from tests.support.api import Api, auth
+from tests.support.api_runs import (
     MATH_INPUT,
     finish,
     finished_run,
@@ -25,7 +25,7 @@ from tests.api.test_runs import (
     start_run,
     without_comments,
 )
-from tests.conftest import Api, auth
+from tests.support.errors import assert_error
 
 # A bound on how long one frame may take to arrive, so a broken stream fails instead of
 # hanging the suite. Not a timing assertion: frames normally arrive in milliseconds.

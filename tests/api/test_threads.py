@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.api.test_errors import assert_error
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
+from tests.support.errors import assert_error
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

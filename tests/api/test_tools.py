@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from nome_api.settings import Settings
-from tests.api.test_approvals import (
+from tests.support.api import Api, auth
+from tests.support.api_approvals import (
     LiveStream,
     body,
     eventually,
@@ -30,10 +31,9 @@ from tests.api.test_approvals import (
     start_run,
     wait_for_run,
 )
-from tests.api.test_errors import assert_error
-from tests.conftest import Api, auth
-from tests.integration.support.processes import free_port
-from tests.integration.support.sse import events_only
+from tests.support.errors import assert_error
+from tests.support.processes import free_port
+from tests.support.sse import events_only
 
 
 def canonical_sha256(value: Any) -> str:

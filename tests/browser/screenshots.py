@@ -15,7 +15,7 @@ from typing import Any
 from playwright.sync_api import Page, sync_playwright
 
 from bench.console import launch
-from tests.browser.support import FETCH_INPUT, MATH_INPUT, Nome, nome_server, signed_in
+from tests.support.browser import FETCH_INPUT, MATH_INPUT, Nome, nome_server, signed_in
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTE_INPUT = (

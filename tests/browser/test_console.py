@@ -30,14 +30,7 @@ if importlib.util.find_spec("playwright") is None or not Path(CHROMIUM).exists()
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from bench.console import KEY_STORAGE, launch
-from tests.browser.support import (
-    FETCH_INPUT,
-    MATH_INPUT,
-    VIEWPORT,
-    Nome,
-    nome_server,
-    signed_in,
-)
+from tests.support.browser import FETCH_INPUT, MATH_INPUT, VIEWPORT, Nome, nome_server, signed_in
 
 pytestmark = pytest.mark.slow
 # A bound on how long the page may take to show what the server did; not a timing assertion.

@@ -42,7 +42,6 @@ from nome_core.tools.events import PolicyDecision, ToolStarted
 from nome_core.tools.executor import CallContext
 from nome_core.tools.policy import Policy
 from nome_core.tools.state import Call
-from tests.conftest import PG_URL
 from tests.support.app import (
     cancel_run,
     create_thread,
@@ -52,6 +51,7 @@ from tests.support.app import (
     scripted_driver,
     start_run,
 )
+from tests.support.env import PG_URL
 from tests.support.fakes import HeldExecutor
 
 ACTOR = Actor(tenant_id_for("acme"), Meta(principal="tester"))

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL
-from tests.integration.support.processes import Cluster, cluster, eventually, run_events
+from tests.support.env import REDIS_URL
+from tests.support.processes import Cluster, cluster, eventually, run_events
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL
-from tests.integration.support.processes import EVENTUAL_LIMIT_S, Cluster, NomeProcess, cluster
+from tests.support.env import REDIS_URL
+from tests.support.processes import EVENTUAL_LIMIT_S, Cluster, NomeProcess, cluster
 from tests.support.views import dump
 
 CLIENTS = 6

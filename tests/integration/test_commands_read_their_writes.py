@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.support.processes import cluster
+from tests.support.processes import cluster
 
 CALL = {"tool": "http.fetch", "arguments": {"url": "http://127.0.0.1:9/"}}
 

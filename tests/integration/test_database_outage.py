@@ -19,7 +19,8 @@ from nome_api.app import create_app
 from nome_api.runtime import Runtime
 from nome_api.settings import Settings
 from nome_core.storage.store import EventStore
-from tests.conftest import PG_URL, Api, auth
+from tests.support.api import Api, auth
+from tests.support.env import PG_URL
 from tests.support.tcp_proxy import Proxy
 
 # A command or read may take this long to fail before the test calls it hung.

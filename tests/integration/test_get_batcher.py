@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio
 
 from nome_api.batching import GetBatcher
-from tests.conftest import REDIS_URL, unique
+from tests.support.env import REDIS_URL, unique
 
 
 @pytest.fixture

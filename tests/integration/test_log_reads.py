@@ -19,7 +19,7 @@ from nome_core.events import Head, Meta, seal
 from nome_core.storage.rows import Row
 from nome_core.storage.store import EventStore
 from nome_core.threads.events import MessageAdded
-from tests.conftest import PG_URL, unique
+from tests.support.env import PG_URL, unique
 from tests.support.log import scan
 
 EVENTS = 120

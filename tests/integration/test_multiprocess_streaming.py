@@ -17,16 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.support.fake_openai import FakeOpenAI, text_reply
-from tests.integration.support.processes import (
-    EVENTUAL_LIMIT_S,
-    Cluster,
-    NomeProcess,
-    cluster,
-    run_events,
-)
-from tests.integration.support.runs import TERMINAL, assert_log_invariants
-from tests.integration.support.sse import Frame, events_only, frames
+from tests.support.fake_openai import FakeOpenAI, text_reply
+from tests.support.processes import EVENTUAL_LIMIT_S, Cluster, NomeProcess, cluster, run_events
+from tests.support.runs import TERMINAL, assert_log_invariants
+from tests.support.sse import Frame, events_only, frames
 
 pytestmark = pytest.mark.slow
 

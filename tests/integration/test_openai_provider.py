@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from nome_api.settings import Settings
-from tests.conftest import Api, auth
-from tests.integration.support.fake_openai import (
+from tests.support.api import Api, auth
+from tests.support.fake_openai import (
     FakeOpenAI,
     Reply,
     broken_reply,
@@ -27,7 +27,7 @@ from tests.integration.support.fake_openai import (
     text_reply,
     tool_call_reply,
 )
-from tests.integration.support.runs import (
+from tests.support.runs import (
     assert_log_invariants,
     events_of,
     messages_text,

@@ -16,7 +16,7 @@ from nome_core.storage.pgrecorder import ColumnArrayRecorder
 from nome_core.storage.rows import decode_stored, to_stored
 from nome_core.storage.store import EventStore
 from nome_core.threads.events import MessageAdded
-from tests.conftest import PG_URL, unique
+from tests.support.env import PG_URL, unique
 from tests.support.log import scan
 
 

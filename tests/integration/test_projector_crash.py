@@ -31,10 +31,10 @@ from nome_core.tenants.state import tenant_id_for
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadDeleted, ThreadRenamed
 from projections.engine import ProjectionRunner, Tracking
 from projections.registry import ReadModels
-from tests.conftest import PG_URL, REDIS_URL
+from tests.support.env import PG_URL, REDIS_URL
 from tests.support.views import dump
 
-HELPER = Path(__file__).with_name("helpers_projector.py")
+HELPER = Path(__file__).parents[1] / "support" / "projector.py"
 ROOT = HELPER.parents[2]
 EVENTS = 20_000
 # Generous bounds for a process to reach a state, so a broken projector fails instead of

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from projections.redis_store import connect_async
-from tests.conftest import REDIS_URL
+from tests.support.env import REDIS_URL
 
 
 async def test_a_burst_of_more_commands_than_connections_waits_instead_of_failing() -> None:

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from nome_api.keyring import Keyring, parse_secret
 from nome_core.audit import key_id, load_public_key, public_key_text
-from tests.conftest import PG_URL, REDIS_URL, unique
-from tests.integration.support.processes import (
-    START_LIMIT_S,
-    NomeProcess,
-    admin_key,
-    eventually,
-    free_port,
-)
-from tests.unit.test_audit_offline import nome
-
-
-def nome_free_environment(**env: str) -> dict[str, str]:
-    """This process's environment without any NOME_* setting, plus `env`."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NOME_")}
-    return {**clean, "NOME_LOG_LEVEL": "warning", **env}
-
-
-def schema_exists(schema: str) -> bool:
-    with psycopg.connect(PG_URL) as db:
-        found = db.execute(
-            "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
-        ).fetchone()
-    return found is not None
+from tests.support.cli import nome, nome_free_environment
+from tests.support.env import PG_URL, REDIS_URL, schema_exists, unique
+from tests.support.processes import START_LIMIT_S, NomeProcess, admin_key, eventually, free_port
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, REDIS_URL, unique
-from tests.integration.support.processes import ROOT, START_LIMIT_S, admin_key, cluster, free_port
-from tests.integration.test_secret_key import nome_free_environment, schema_exists
+from tests.support.cli import nome_free_environment
+from tests.support.env import PG_URL, REDIS_URL, schema_exists, unique
+from tests.support.processes import ROOT, START_LIMIT_S, admin_key, cluster, free_port
 
 # Safety bound: a process that has not exited by then is hung.
 STOP_LIMIT_S = 20.0

@@ -12,7 +12,7 @@ import redis.asyncio
 from nome_core.tools.builtin import BUILTIN_TOOLS, ToolSpec
 from projections.registry import ReadModels
 from projections.tools import Registry
-from tests.conftest import REDIS_URL, unique
+from tests.support.env import REDIS_URL, unique
 
 LOOKUP = ToolSpec(
     name="crm.lookup",

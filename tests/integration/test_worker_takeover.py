@@ -32,22 +32,11 @@ from nome_core.runs.handlers import step_of
 from nome_core.runs.state import evolve as runs_evolve
 from nome_core.storage.store import EventStore
 from nome_core.storage.writer import GroupCommitWriter
-from tests.conftest import PG_URL, REDIS_URL
-from tests.integration.support.fake_openai import (
-    FakeOpenAI,
-    Request,
-    text_reply,
-    tool_call_reply,
-)
-from tests.integration.support.processes import (
-    Cluster,
-    NomeProcess,
-    cluster,
-    eventually,
-    run_events,
-)
-from tests.integration.support.runs import TERMINAL, assert_log_invariants, messages_text
 from tests.support.app import make_app
+from tests.support.env import PG_URL, REDIS_URL
+from tests.support.fake_openai import FakeOpenAI, Request, text_reply, tool_call_reply
+from tests.support.processes import Cluster, NomeProcess, cluster, eventually, run_events
+from tests.support.runs import TERMINAL, assert_log_invariants, messages_text
 
 pytestmark = pytest.mark.slow
 

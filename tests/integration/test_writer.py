@@ -21,8 +21,8 @@ from nome_core.storage.writer import GroupCommitWriter
 from nome_core.tenants.state import tenant_id_for
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
 from nome_core.threads.state import evolve
-from tests.conftest import PG_URL
 from tests.support.app import add_message, create_thread, fold, make_app, rename_thread
+from tests.support.env import PG_URL
 
 ACTOR = Actor(tenant_id_for("tenant-a"))
 

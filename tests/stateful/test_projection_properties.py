@@ -50,7 +50,6 @@ from nome_core.tools.state import Call
 from projections.accounts import AccountQueries
 from projections.engine import ProjectionRunner
 from projections.registry import ReadModels
-from tests.conftest import REDIS_URL, unique
 from tests.support.app import (
     add_message,
     call_tool,
@@ -63,6 +62,7 @@ from tests.support.app import (
     scripted_driver,
     start_run,
 )
+from tests.support.env import REDIS_URL, unique
 from tests.support.fakes import FakeExecutor, StepClock
 from tests.support.log import scan
 from tests.support.views import dump

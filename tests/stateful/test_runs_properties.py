@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Api, auth
-from tests.integration.support.runs import (
+from tests.support.api import Api, auth
+from tests.support.runs import (
     TERMINAL,
     RunStuck,
     assert_log_invariants,

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 class Answer:

@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 
 from nome_api.keyring import new_secret
-from tests.conftest import PG_URL, REDIS_URL, cleanup, unique
+from tests.support.env import PG_URL, REDIS_URL, cleanup, unique
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 # Safety bounds only: how long a process may take to answer /v1/health, and how long a test
 # waits for something the system must eventually do.
 START_LIMIT_S = 60.0

@@ -1,6 +1,6 @@
 """A projector process for the crash test: follows one Postgres schema into one Redis prefix.
 
-    python tests/integration/helpers_projector.py --schema S --prefix P [--page 200]
+    python tests/support/projector.py --schema S --prefix P [--page 200]
 
 Runs `ProjectionRunner.run` (on the runner's own thread) until SIGTERM, then stops cleanly and
 releases its leases. SIGKILL is the crash the test is about.

@@ -7,7 +7,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from tests.conftest import Api, auth
+from tests.support.api import Api, auth
 
 TERMINAL = frozenset({"run.completed", "run.failed", "run.cancelled"})
 # Safety bound for an in-process run to end; never asserted as a duration.

@@ -7,10 +7,7 @@ import base64
 import hashlib
 import itertools
 import json
-import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,61 +32,31 @@ from nome_core.events import DomainEvent, Event, Head, Meta, chain_hash, seal
 from nome_core.runs.events import MessageDelta, RunStarted
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
 from nome_core.tools.events import PolicyDecision, ToolCalled
+from tests.support.audit import (
+    KEY,
+    OTHER_KEY,
+    checkpoint_recipe,
+    edited,
+    flip,
+    recipe,
+    resigned,
+    run_checkpoint_recipe,
+    run_recipe,
+    stream_of,
+    successors,
+)
+from tests.support.cli import nome
+from tests.support.events import any_payload
+from tests.support.fakes import StepClock
 from tests.support.log import event_envelope_json
-from tests.unit.test_events import any_payload
-from tests.unit.test_hash_chain import StepClock
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "audit-format.md"
 TENANT = "7d1c0c8e-4a55-5f43-9a38-2f5d2b0b0a11"
 # A string literal in JSON text. Outside strings JSON has no quotes, so matching left to
 # right finds exactly the literals; the ones followed by `:` are keys.
 STRING = re.compile(rb'"((?:[^"\\]|\\.)*)"')
 ESCAPE = re.compile(rb"\\(?:u[0-9a-fA-F]{4}|.)")
-
-
-# Fixed keys: the deployment's, and someone else's.
-KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"nome test audit key").digest())
-OTHER_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"someone else").digest())
+# The public half of the deployment's fixed key (tests/support/audit.py).
 PUBLIC = public_key_text(KEY.public_key())
-
-
-def recipe() -> str:
-    """The stand-alone verification script, exactly as the documentation prints it."""
-    section = DOC.read_text().split("## Verify an export yourself", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
-    assert code is not None, "the recipe's code block is missing"
-    return code.group(1)
-
-
-def checkpoint_recipe() -> str:
-    """The stand-alone checkpoint script (needs `cryptography`), as the documentation prints it."""
-    section = DOC.read_text().split("### Verify its checkpoint yourself", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
-    assert code is not None, "the checkpoint recipe's code block is missing"
-    return code.group(1)
-
-
-def nome(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the `nome` command in its own process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "nome_api.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "NOME_LOG_LEVEL": "warning", **(env or {})},
-    )
-
-
-def run_recipe(path: Path) -> subprocess.CompletedProcess[str]:
-    """Run the recipe as an auditor would: a fresh, isolated interpreter, stdlib only."""
-    return subprocess.run(
-        [sys.executable, "-I", "-c", recipe(), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def export_of(streams: Sequence[Sequence[DomainEvent]], *, tenant: str = TENANT) -> list[bytes]:
@@ -149,20 +116,6 @@ def signed(lines: Sequence[bytes], *, key: Ed25519PrivateKey = KEY, **scope: obj
     return [*lines, checkpoint_line(checkpoint, key).rstrip(b"\n")]
 
 
-def resigned(line: bytes, key: Ed25519PrivateKey = KEY, **changes: object) -> bytes:
-    """A checkpoint line with some fields changed and signed again with `key`."""
-    body = json.loads(line)["checkpoint"]
-    checkpoint = msgspec.convert({**body, **changes}, Checkpoint)
-    return checkpoint_line(checkpoint, key).rstrip(b"\n")
-
-
-def edited(line: bytes, **changes: object) -> bytes:
-    """A checkpoint line with some fields changed and its signature left as it was."""
-    document = json.loads(line)
-    document["checkpoint"].update(changes)
-    return audit.canonical_json(document)
-
-
 def check_export(
     lines: Sequence[bytes], *, public_key: bool = True, partial: bool = False
 ) -> ExportVerifier:
@@ -213,28 +166,6 @@ def first_problem(lines: Sequence[bytes], **kwargs: bool) -> Problem:
     verifier = verify(lines, **kwargs)
     assert not verifier.ok, "tampering went unnoticed"
     return verifier.problems[0]
-
-
-def stream_of(line: bytes) -> str:
-    return str(json.loads(line)["stream_id"])
-
-
-def successors(lines: Sequence[bytes]) -> dict[int, int]:
-    """Index of each line -> index of the next line of the same stream (if any)."""
-    following: dict[int, int] = {}
-    last: dict[str, int] = {}
-    for i, line in enumerate(lines):
-        stream = stream_of(line)
-        if stream in last:
-            following[last[stream]] = i
-        last[stream] = i
-    return following
-
-
-def flip(line: bytes, at: int) -> bytes:
-    """Flip the lowest bit of one letter or digit: still valid JSON, one byte different."""
-    assert line[at] < 0x80 and chr(line[at]).isalnum()
-    return line[:at] + bytes([line[at] ^ 1]) + line[at + 1 :]
 
 
 def string_value_bytes(line: bytes) -> list[int]:
@@ -740,17 +671,6 @@ def test_the_cli_says_a_filtered_export_needs_partial(tmp_path: Path) -> None:
     done = nome("audit", "verify", str(path))
     assert done.returncode == 1
     assert "verify it with --partial" in done.stdout
-
-
-def run_checkpoint_recipe(path: Path, key: str) -> subprocess.CompletedProcess[str]:
-    """The checkpoint script in a fresh interpreter: the stdlib plus `cryptography`."""
-    return subprocess.run(
-        [sys.executable, "-I", "-c", checkpoint_recipe(), str(path), key],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_the_documented_checkpoint_recipe_needs_only_cryptography_besides_the_stdlib() -> None:

@@ -20,9 +20,9 @@ from nome_core.events import DomainEvent, Event, Head, Meta, seal
 from nome_core.storage.rows import decode_stored, envelope_json, to_stored
 from nome_core.storage.store import EventStore
 from nome_core.threads.events import MessageAdded, ThreadCreated, ThreadRenamed
+from tests.support.events import GOLDEN_ROW, any_payload, metas
 from tests.support.fakes import StepClock
 from tests.support.log import scan
-from tests.unit.test_events import GOLDEN_ROW, any_payload, metas
 
 STREAM = "00000000-0000-4000-8000-0000000000cc"
 NEW_STREAM = Head()
