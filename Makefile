@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv with NOME and its development tools
 
 run: $(STAMP) ## serve on 127.0.0.1:8080 (embedded SQLite + in-process Redis; no servers needed)
-	$(BIN)/nome serve
+	NOME_IMPORT_FILE_URLS=$${NOME_IMPORT_FILE_URLS:-1} $(BIN)/nome serve
 
 lint: $(STAMP) ## ruff (lint + format check), mypy --strict, and the architecture's import contracts
 	$(BIN)/ruff check .

@@ -24,6 +24,7 @@ from bench import (
     chat_first_delta,
     chat_tools,
     fanout,
+    marketplace,
     projection_lag,
     rebuild,
     replay,
@@ -48,6 +49,9 @@ FIGURES: list[ModuleType] = [
     fanout,  # 6
     all_roles,  # diagnostic; stops NOME as deployed
     rebuild,  # 4 and a diagnostic; needs every NOME stopped
+    # After 4 too (10,000 packages' events); before the figures without a worker, whose
+    # waiting runs a worker would then pick up. Serves NOME with file:// imports on.
+    marketplace,
     # After 4: their events would change the log it rebuilds. Each serves NOME without a worker.
     runs_one_tenant,
     usage,  # 500,000 events

@@ -6,7 +6,8 @@ from the short-lived cache and the counters are batched (nome_api/admission.py),
 requests reach the route without a Redis round trip; the request log line and the HTTP
 metrics share its one wrapper around `send`.
 
-A route's `opt` says who may call it: `role` (default viewer), or `public` (no key).
+A route's `opt` says who may call it: `role` (default viewer) or any of `roles`, or
+`public` (no key).
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ def gateway(runtime: Runtime, observe: Observe) -> Any:
                         else _authenticate(runtime, verifier, headers, client, request_id)
                     )
                     state["caller"] = caller
-                    role = opt.get("role", "viewer")
-                    if not caller.can(role):
-                        raise ApiError(403, f"this needs the {role} role")
+                    # One role, or any of several (`roles`: a tenant's admin or the platform).
+                    roles = opt.get("roles") or (opt.get("role", "viewer"),)
+                    if not any(caller.can(role) for role in roles):
+                        raise ApiError(403, f"this needs the {' or '.join(roles)} role")
                     min_position = headers.get(b"x-nome-min-position")
                     # Commands too: one that looks something up in a read model (an
                     # approval to answer) reads the caller's own writes as a query does.

@@ -40,6 +40,8 @@ KEY_FILE = "secret.key"
 AUDIT_SIGNING = b"nome/audit-signing/v1"
 # Seals what an idempotent request's first answer needs and the log cannot give back.
 SEALED_ANSWERS = b"nome/sealed-answers/v1"
+# Each install's signing secret: this prefix and the install's id.
+PACKAGE_SIGNING = b"nome/package-signing/v1/"
 
 _MALFORMED = (
     "NOME_SECRET_KEY must be base64url of 32 random bytes (43 characters), e.g. the output of "
@@ -161,6 +163,13 @@ class Keyring:
 
     def open(self, sealed: bytes, *, context: bytes) -> bytes:
         return self._answers.decrypt(sealed[:12], sealed[12:], context)
+
+    def signing_secret(self, install_id: str) -> str:
+        """The Standard Webhooks secret NOME signs an install's tool calls with: derived,
+        never stored, so no event, export or read model holds it; shown once at install.
+        A new install (after an uninstall) gets a new one; an upgrade keeps it."""
+        raw = self._derive(PACKAGE_SIGNING + install_id.encode())
+        return "whsec_" + base64.b64encode(raw).decode()
 
 
 def keyring_for(settings: Settings) -> Keyring:

@@ -20,11 +20,15 @@ from nome_api.admission import Admission
 from nome_api.batching import GetBatcher
 from nome_api.downloads import Downloads
 from nome_api.executors.builtin import BuiltinExecutor
+from nome_api.executors.packages import PackageExecutor, SourceExecutor
 from nome_api.jobs.approvals import ExpireApprovals, FinishApprovedCalls
+from nome_api.jobs.calls import SettleStartedCalls
 from nome_api.jobs.claims import ForgetClaims
 from nome_api.jobs.credits import ExpireCredits
 from nome_api.jobs.follower import FollowerHost
 from nome_api.jobs.host import JobHost
+from nome_api.jobs.imports import ImportPackages
+from nome_api.keyring import keyring_for
 from nome_api.log import Log
 from nome_api.settings import Settings
 from nome_api.streams import LogSignal, StreamHub
@@ -88,7 +92,16 @@ class Runtime:
             self.writer,
             self.clock,
             registry=self.queries.registry,
-            executor=BuiltinExecutor(self.clock, fetch_allow_hosts=settings.fetch_hosts),
+            executor=SourceExecutor(
+                BuiltinExecutor(self.clock, fetch_allow_hosts=settings.fetch_hosts),
+                PackageExecutor(
+                    # The install as the log has it (the app is made just below).
+                    lambda tenant_id, package: self.app.marketplace.get_install(tenant_id, package),
+                    lambda: keyring_for(settings),
+                    timeout_s=settings.tool_timeout_s,
+                    allow_hosts=settings.fetch_hosts,
+                ),
+            ),
             default_provider=settings.provider,
             approval_ttl_s=settings.approval_ttl_s,
             billing_grace_days=settings.billing_grace_days,
@@ -256,7 +269,16 @@ class WorkerUnit:
             runtime.redis,
             settings.redis_prefix,
             runtime.signal,
-            [FinishApprovedCalls(runtime.app)],
+            [
+                FinishApprovedCalls(runtime.app),
+                SettleStartedCalls(runtime.app),
+                ImportPackages(
+                    runtime.app,
+                    timeout_s=settings.import_timeout_s,
+                    max_repo_bytes=settings.import_max_bytes,
+                    allow_hosts=settings.fetch_hosts,
+                ),
+            ],
         )
 
     async def start(self) -> None:

@@ -53,6 +53,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     model_backoff_s: float = 1.0
     # Hosts http.fetch may reach even though they resolve to private addresses.
     fetch_allow_hosts: str = ""
+    # How long a package tool's endpoint may take to answer a call (the core bounds every
+    # call at 30 s whatever this says).
+    tool_timeout_s: float = 30.0
+    # A package import's git work (resolve, fetch, read) and the most it may download.
+    import_timeout_s: float = 60.0
+    import_max_bytes: int = 50 * 1024 * 1024
+    # file:// repositories: any git repository on the server's disk. For development and
+    # tests (`make run` turns it on); a shared deployment keeps tenants to the network.
+    import_file_urls: bool = False
     # A worker's claim on a run; another worker takes the run over once it lapses.
     run_lease_s: float = 15.0
     approval_ttl_s: float = 3600.0

@@ -16,6 +16,7 @@ from nome_core.bus import Actor, CommandBus, Outcome, Store, Writer
 from nome_core.calls.handlers import CallHandlers
 from nome_core.clock import Clock
 from nome_core.keys.handlers import KeyHandlers
+from nome_core.marketplace.handlers import MarketplaceHandlers
 from nome_core.runs.handlers import RunHandlers
 from nome_core.tools.executor import Executor
 from nome_core.tools.handlers import ToolHandlers
@@ -50,6 +51,7 @@ class Application:
         self.tools = ToolHandlers(bus, registry, executor)
         self.runs = RunHandlers(bus, self.agents, billing_grace_days=billing_grace_days)
         self.calls = CallHandlers(bus, self.tools, approval_ttl_s=approval_ttl_s)
+        self.marketplace = MarketplaceHandlers(bus, billing_grace_days)
 
     def new_id(self) -> str:
         return self.clock.new_id()

@@ -104,6 +104,10 @@ class View:
     def hset(self, key: str, field: str, value: bytes) -> None:
         self._op("HSET", key, field, value)
 
+    def hdel(self, key: str, *fields: str) -> None:
+        if fields:
+            self._op("HDEL", key, *fields)
+
     def hincrby(self, key: str, field: str, amount: int) -> None:
         self._op("HINCRBY", key, field, amount)
 

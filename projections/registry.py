@@ -10,6 +10,7 @@ from projections.agents import AgentQueries, AgentsProjection
 from projections.approvals import ApprovalQueries, ApprovalsProjection
 from projections.engine import Projection
 from projections.keys import KeyQueries, KeysProjection
+from projections.marketplace import MarketplaceProjection, MarketplaceQueries
 from projections.runs import RunQueries, RunsProjection
 from projections.tenants import TenantQueries, TenantsProjection
 from projections.threads import Get, ThreadQueries, ThreadsProjection
@@ -30,6 +31,7 @@ class ReadModels:
         self.approvals = ApprovalsProjection(prefix)
         self.tools = ToolsProjection(prefix)
         self.accounts = AccountsProjection(prefix)
+        self.marketplace = MarketplaceProjection(prefix)
         self.tracking = Tracking(prefix, [p.name for p in self.all])
 
     @property
@@ -43,6 +45,7 @@ class ReadModels:
             self.approvals,
             self.tools,
             self.accounts,
+            self.marketplace,
         ]
 
     def named(self, name: str) -> Projection | None:
@@ -62,4 +65,5 @@ class Queries:
         self.approvals = ApprovalQueries(models.approvals, redis, get)
         self.tools = ToolQueries(models.tools, redis, get)
         self.accounts = AccountQueries(models.accounts, redis)
+        self.marketplace = MarketplaceQueries(models.marketplace, redis)
         self.registry = Registry(models.tools, redis)

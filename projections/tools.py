@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from nome_core.events import Event
+from nome_core.marketplace.events import InstalledTool, PackageInstalled, PackageUninstalled
 from nome_core.runs.events import RunCancelled, RunCompleted, RunCreated, RunFailed
 from nome_core.tools.builtin import BUILTIN_TOOLS, ToolSpec
 from nome_core.tools.events import ToolCalled, ToolCompleted
@@ -82,6 +83,8 @@ class ToolsProjection(Projection):
             RunCompleted.type,
             RunFailed.type,
             RunCancelled.type,
+            PackageInstalled.type,
+            PackageUninstalled.type,
         }
     )
 
@@ -98,6 +101,10 @@ class ToolsProjection(Projection):
         """The tenant's installed tools: name -> ToolSpec JSON (fed by package installs)."""
         return self.key("installed", tenant_id)
 
+    def package_tools(self, tenant_id: str, package: str) -> str:
+        """The names an installed package added to `installed` (JSON list)."""
+        return self.key("package-tools", tenant_id, package)
+
     def _facts(self, run_id: str) -> str:
         return self.key("run", run_id)
 
@@ -113,6 +120,23 @@ class ToolsProjection(Projection):
             case ToolCompleted(receipt=receipt):
                 view.set(self.receipt(tenant, receipt.id), _encode(receipt_view(receipt)))
                 view.zadd(self.receipts_of(tenant, event.stream_id), event.seq, receipt.id)
+            case PackageInstalled() as installed:
+                self._forget_package(tenant, installed.package, view)
+                for tool in installed.tools:
+                    spec = package_tool(installed, tool)
+                    view.hset(self.installed(tenant), tool.name, _encode(spec))
+                names = [tool.name for tool in installed.tools]
+                view.set(self.package_tools(tenant, installed.package), _encode(names))
+            case PackageUninstalled(package=package):
+                self._forget_package(tenant, package, view)
+
+    def _forget_package(self, tenant: str, package: str, view: View) -> None:
+        """An upgrade's or uninstall's earlier tools leave the registry."""
+        key = self.package_tools(tenant, package)
+        raw = view.get(key)
+        if raw:
+            view.hdel(self.installed(tenant), *msgspec.json.decode(raw, type=list[str]))
+            view.delete(key)
 
     def _remember_call(self, event: Event, called: ToolCalled, view: View) -> None:
         facts_key = self._facts(event.stream_id)
@@ -135,6 +159,20 @@ class ToolsProjection(Projection):
         key = self.recent_calls(event.tenant_id)
         view.lpush(key, _encode(past))
         view.ltrim(key, 0, RECENT_CALLS - 1)
+
+
+def package_tool(installed: PackageInstalled, tool: InstalledTool) -> ToolSpec:
+    """A package tool as callers and models know it. A call to an HTTP endpoint carries its
+    id as Idempotency-Key (and webhook-id), which the contract asks the server to honour, so
+    it may be tried again; an MCP server is told no such key."""
+    return ToolSpec(
+        name=tool.name,
+        description=tool.description,
+        input_schema=tool.input_schema,
+        dangerous=tool.dangerous,
+        source=f"package:{installed.package}@{installed.version}",
+        idempotent=tool.endpoint.type == "http",
+    )
 
 
 class ToolQueries:

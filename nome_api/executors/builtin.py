@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from nome_api.addresses import AddressRefused, public_addresses
+from nome_api.tls import client_context
 from nome_core.clock import Clock
 from nome_core.tools.builtin import (
     HttpFetchArgs,
@@ -58,7 +57,9 @@ class BuiltinExecutor:
             await refuse_private(host, parts.port or (443 if parts.scheme == "https" else 80))
         try:
             async with (
-                httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client,
+                httpx.AsyncClient(
+                    timeout=10.0, follow_redirects=False, verify=client_context()
+                ) as client,
                 # A server that honours the key answers a repeated attempt of one call
                 # once; the call is still never run twice knowingly (it is not idempotent).
                 client.stream("GET", url, headers={"Idempotency-Key": key}) as response,
@@ -79,17 +80,6 @@ class BuiltinExecutor:
 async def refuse_private(host: str, port: int) -> None:
     """Refuse loopback, private and link-local targets (checked on every resolved address)."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        raise ToolFailed(f"cannot resolve {host}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if (
-            address.is_loopback
-            or address.is_private
-            or address.is_link_local
-            or address.is_reserved
-            or address.is_multicast
-            or address.is_unspecified
-        ):
-            raise ToolFailed(f"{host} resolves to a non-public address")
+        await public_addresses(host, port)
+    except AddressRefused as exc:
+        raise ToolFailed(str(exc)) from None

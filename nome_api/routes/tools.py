@@ -183,7 +183,7 @@ async def simulate_policy(request: Req, data: JSONBody[SimulatePolicyBody]) -> S
         202: ResponseSpec(
             ApprovalPending, description="the call waits on an approval", generate_examples=False
         ),
-        **errors(404),
+        **errors(404, 409),
     },
 )
 async def call_tool(request: Req, data: JSONBody[CallToolBody]) -> Response[ReceiptView]:
@@ -215,6 +215,9 @@ async def call_tool(request: Req, data: JSONBody[CallToolBody]) -> Response[Rece
 
 def _called(state: DirectCall, position: int | None) -> Response[bytes]:
     call = state.call
+    if call.receipt is None and call.approval_id is None:
+        # Started and running (or its process died: the worker settles it within a minute).
+        raise ApiError(409, "the call is still running: ask again for its receipt")
     if call.receipt is None:
         pending = ApprovalPending(approval_id=call.approval_id or "", call_id=call.call_id)
         return json_bytes(_encode(pending), status=202, position=position)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from nome_api.settings import Settings
+from nome_api.tls import client_context
 from nome_core.runs import scripted
 from nome_core.runs.context import ChatMessage
 from nome_core.runs.harness import ModelError, Provider
@@ -116,7 +117,7 @@ class OpenAIProvider:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             async with (
-                httpx.AsyncClient(timeout=self.timeout) as client,
+                httpx.AsyncClient(timeout=self.timeout, verify=client_context()) as client,
                 client.stream(
                     "POST", f"{self.base_url}/chat/completions", json=body, headers=headers
                 ) as response,

@@ -11,14 +11,16 @@ from nome_core.approvals import decide as approvals
 from nome_core.approvals.commands import ResolveApproval
 from nome_core.bus import Actor, Claim, CommandBus, Outcome, Spec, owned_by
 from nome_core.calls.commands import CallTool
+from nome_core.calls.decide import start
 from nome_core.calls.state import DirectCall, evolve
+from nome_core.clock import parse_time
 from nome_core.errors import Invalid, NotFound
 from nome_core.events import Decided, Draft, payload, unrecorded
 from nome_core.threads import state as threads
 from nome_core.threads.decide import live as live_thread
 from nome_core.tools.builtin import check_arguments
 from nome_core.tools.events import ToolCalled, ToolCompleted
-from nome_core.tools.executor import CallContext, ToolQueued
+from nome_core.tools.executor import STARTED_GRACE_S, CallContext, ToolQueued, unfinished_receipt
 from nome_core.tools.handlers import ToolHandlers
 from nome_core.tools.notes import note_effects
 from nome_core.tools.receipts import ToolReceipt, denied_receipt
@@ -30,6 +32,8 @@ class CallHandlers:
         self.bus = bus
         self.tools = tools
         self.approval_ttl_s = approval_ttl_s
+        # How long a started call is left to whoever started it before it is settled.
+        self.started_grace_s = STARTED_GRACE_S
 
     def get(self, tenant_id: str, call_id: str) -> DirectCall | None:
         return owned_by(self.bus.load(call_id, evolve), tenant_id)  # type: ignore[no-any-return]
@@ -66,11 +70,19 @@ class CallHandlers:
             drafts += approvals.request(
                 call, self.bus.clock.new_id(), self.bus.clock.now(), self.approval_ttl_s
             )
-        else:
+        elif decision.decision == "deny":
+            # Denied: it never reaches its tool, so there is no effect to fence.
             receipt = await self._run(actor, call, cmd.thread_id)
             drafts.append(
                 Draft(ToolCompleted(call_id=call.call_id, receipt=receipt), call.work_item_id)
             )
+        else:
+            # The fence: `tool.started` is in the log (with the caller's claim) before the
+            # tool acts, so a crash while it runs leaves a call known to be half done (the
+            # worker's sweep settles it) rather than none, which a retry would run again.
+            drafts += start(call, None, attempt=1, idempotent=spec.idempotent)
+            await self._record(actor, cmd.call_id, cmd.thread_id, drafts, new=True, claim=claim)
+            return await self._complete(actor, call, cmd.thread_id)
         return await self._record(actor, cmd.call_id, cmd.thread_id, drafts, new=True, claim=claim)
 
     async def resolve(self, actor: Actor, cmd: ResolveApproval) -> Outcome[DirectCall | None]:
@@ -88,18 +100,75 @@ class CallHandlers:
 
     async def finish(self, actor: Actor, call_id: str) -> ToolReceipt | None:
         """Run an approved call that has no receipt yet (after approval, or by the sweep
-        when the approver's process died first)."""
+        when the approver's process died first), if this process wins its start."""
         state = await asyncio.to_thread(self.get, actor.tenant_id, call_id)
         if (
             state is None
             or state.call.receipt is not None
             or state.call.approval_status != "approved"
+            or state.attempt is not None
         ):
             return state.call.receipt if state else None
-        receipt = await self._run(actor, state.call, state.thread_id)
-        completed = Draft(ToolCompleted(call_id=call_id, receipt=receipt), state.call.work_item_id)
-        outcome = await self._record(actor, call_id, state.thread_id, [completed])
+        if not await self._start(actor, state, attempt=1):
+            return None  # another process started it
+        outcome = await self._complete(actor, state.call, state.thread_id)
         return outcome.state.call.receipt if outcome.state else None
+
+    async def settle(self, actor: Actor, call_id: str) -> float | None:
+        """A call started without a receipt: wait while whoever started it may still be
+        running it (seconds to wait); then run it again if its tool is safe to run again,
+        else record that its outcome is unknown."""
+        state = await asyncio.to_thread(self.get, actor.tenant_id, call_id)
+        if state is None or not state.left_open or state.attempt is None:
+            return None
+        attempt = state.attempt
+        clock = self.bus.clock
+        waited = (parse_time(clock.now()) - parse_time(attempt.at)).total_seconds()
+        wait = self.started_grace_s - waited
+        if wait > 0:
+            return wait
+        if attempt.idempotent:
+            if await self._start(actor, state, attempt=attempt.number + 1):
+                await self._complete(actor, state.call, state.thread_id)
+            return None
+        clock = self.bus.clock
+        receipt = unfinished_receipt(
+            state.call,
+            receipt_id=clock.new_id(),
+            run_id=None,
+            started_at=attempt.at,
+            now=clock.now(),
+        )
+        completed = ToolCompleted(call_id=call_id, receipt=receipt)
+
+        def decide(current: DirectCall | None) -> list[Decided]:
+            still = current is not None and current.left_open and current.attempt == attempt
+            return [Draft(completed, state.call.work_item_id)] if still else []
+
+        await self.bus.execute(call_id, evolve, decide, actor, thread_id=state.thread_id)
+        return None
+
+    async def _start(self, actor: Actor, state: DirectCall, *, attempt: int) -> bool:
+        """Append this attempt's `tool.started`; whether this process's append won."""
+        spec = await self.tools.registry.get(actor.tenant_id, state.call.tool)
+        # A tool gone since is not run either (its receipt says so): nothing to fence.
+        idempotent = spec is None or spec.idempotent
+        outcome = await self.bus.execute(
+            state.id,
+            evolve,
+            lambda current: start(state.call, current, attempt=attempt, idempotent=idempotent),
+            actor,
+            thread_id=state.thread_id,
+        )
+        return bool(outcome.events)
+
+    async def _complete(
+        self, actor: Actor, call: Call, thread_id: str | None
+    ) -> Outcome[DirectCall | None]:
+        """Run the started call and record its receipt."""
+        receipt = await self._run(actor, call, thread_id)
+        completed = Draft(ToolCompleted(call_id=call.call_id, receipt=receipt), call.work_item_id)
+        return await self._record(actor, call.call_id, thread_id, [completed])
 
     async def _run(self, actor: Actor, call: Call, thread_id: str | None) -> ToolReceipt:
         context = CallContext(tenant_id=actor.tenant_id, run_id=None, thread_id=thread_id)

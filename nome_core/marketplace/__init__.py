@@ -1,0 +1,1 @@
+"""The marketplace: packages of tools imported from git repositories, published and installed."""
