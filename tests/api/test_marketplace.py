@@ -16,6 +16,7 @@ import pytest
 
 from nome_api.settings import Settings
 from tests.support.api import Api, auth
+from tests.support.api_approvals import eventually, new_thread, of_type, run_events, wait_for_run
 from tests.support.errors import assert_error
 from tests.support.examples import PACKAGES, example_server
 from tests.support.processes import free_port
@@ -487,3 +488,48 @@ async def test_an_mcp_package_is_checked_against_its_server_and_called_through_i
     )
     assert again.json()["state"] == "failed", again.json()
     assert again.json()["failure"]["code"] == "server_unreachable"
+
+
+async def test_a_run_whose_package_is_uninstalled_while_it_waits_gets_tool_uninstalled(
+    api: Api, tmp_path: Path
+) -> None:
+    key = await enterprise_key(api)
+    await published(api, key, tmp_path, "weather")
+    installed = await api.client.post(
+        "/v1/marketplace/installs", json={"package": "weather-demo"}, headers=auth(key)
+    )
+    assert installed.status_code == 201, installed.text
+    await api.settle()
+    agent = await api.client.post(
+        "/v1/agents",
+        json={"name": "alerts", "instructions": "Alert.", "tools": ["weather-demo.alert"]},
+        headers=auth(key),
+    )
+    assert agent.status_code == 201, agent.text
+    alert = '/tool weather-demo.alert {"city": "Lyon", "message": "storm"}'
+    thread = await new_thread(api, key)
+    started = await api.client.post(
+        "/v1/runs",
+        json={"thread_id": thread, "input": alert, "agent_id": agent.json()["id"]},
+        headers=auth(key),
+    )
+    assert started.status_code == 201, started.text
+    run_id = started.json()["id"]
+
+    # The dangerous tool waits for an approval; meanwhile its package is uninstalled.
+    async def waiting() -> Any:
+        queue = (await api.client.get("/v1/approvals", headers=auth(key))).json()["data"]
+        return next((a for a in queue if a["run_id"] == run_id), None)
+
+    approval = await eventually(waiting, "the run's approval")
+    gone = await api.client.delete("/v1/marketplace/installs/weather-demo", headers=auth(key))
+    assert gone.status_code == 204
+    answered = await api.client.post(
+        f"/v1/approvals/{approval['id']}/approve", json={}, headers=auth(key)
+    )
+    assert answered.status_code == 200, answered.text
+
+    await wait_for_run(api, key, run_id)
+    (completed,) = of_type(await run_events(api, key, run_id), "tool.completed")
+    receipt = completed["data"]["receipt"]
+    assert receipt["status"] == "error" and receipt["error"].startswith("tool_uninstalled")
