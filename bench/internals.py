@@ -116,6 +116,32 @@ async def thread_creator(
         nome.store.close()
 
 
+def enterprise_default(env: dict[str, str]) -> None:
+    """The bootstrap tenant `default` on the enterprise plan: the free plan's 10,000 threads
+    would refuse figure 1's load after a few seconds. As the platform operator's
+    `PUT /v1/platform/tenants/{id}/plan` does, in-process (no platform key to bootstrap)."""
+    from nome_core.bus import Actor
+    from nome_core.tenants.commands import ChangePlan
+    from nome_core.tenants.state import tenant_id_for
+
+    async def change() -> None:
+        nome = runtime(env)
+        nome.writer.start()
+        try:
+            tenant_id = tenant_id_for("default")
+            cmd = ChangePlan(tenant_id=tenant_id, plan="enterprise")
+            await nome.app.tenants.handle(Actor(tenant_id), cmd)
+        finally:
+            nome.writer.stop()
+            nome.store.close()
+            nome.redis_sync.close()
+            await nome.redis.aclose()
+
+    # A loop of its own: the bench's is running (the caller may be on it).
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, change()).result()
+
+
 def insert_seeded(
     store: Any,
     count: int,

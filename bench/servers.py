@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench import internals
 from bench.client import HOST
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +105,7 @@ class Servers:
         self._bare: Server | None = None
         self._nome: list[Server] = []
         self._all_roles = False
+        self._enterprise = False
         self._tenants: dict[str, dict[str, str]] = {}
 
     def bare(self) -> Server:
@@ -137,6 +139,9 @@ class Servers:
                 self._nome[-1].ready("/v1/health")
             # 200 once the bootstrap key has reached the keys read model.
             self._nome[0].ready("/v1/threads?limit=1", self.admin)
+            if not self._enterprise:
+                internals.enterprise_default(self.nome_env)
+                self._enterprise = True
         return self._nome[0]
 
     def tenant(self, name: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import random
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -177,6 +178,7 @@ class CommandBus:
         cache_size: int = 10_000,
         attempts: int = 12,
         timeout_s: float = 5.0,
+        read_only_max_age_s: float = 1.0,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -185,7 +187,15 @@ class CommandBus:
         # How long a read or an append may take before the command gives up (the database
         # is down or stalled): the caller hears so in seconds, not minutes.
         self.timeout_s = timeout_s
+        # A stream a command only reads (a tenant's plan and limits, read by every thread
+        # and run it makes) is served from the cache for this long after it was read or
+        # written here, rather than read from the log per command: a change made by another
+        # process takes effect here within it. Streams a command appends to are always
+        # current, by the version check.
+        self.read_only_max_age_s = read_only_max_age_s
         self._cache: OrderedDict[tuple[str, Evolve], Loaded[Any]] = OrderedDict()
+        # When each cached stream was last known current (monotonic seconds).
+        self._known_at: dict[tuple[str, Evolve], float] = {}
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._locks: dict[str, _CountedLock] = {}
@@ -213,19 +223,30 @@ class CommandBus:
             loaded.append(item)
         return loaded
 
+    def _recent(self, key: tuple[str, Evolve]) -> Loaded[Any] | None:
+        """The cached stream, if it was known current less than `read_only_max_age_s` ago."""
+        with self._cache_lock:
+            known_at = self._known_at.get(key)
+            if known_at is None or time.monotonic() - known_at >= self.read_only_max_age_s:
+                return None
+            return self._cache.get(key)
+
     def _remember(self, key: tuple[str, Evolve], loaded: Loaded[Any]) -> None:
         with self._cache_lock:
             known = self._cache.get(key)
             if known is not None and known.head.version > loaded.head.version:
                 return  # a newer state got here first
             self._cache[key] = loaded
+            self._known_at[key] = time.monotonic()
             self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+                evicted, _ = self._cache.popitem(last=False)
+                self._known_at.pop(evicted, None)
 
     def _forget(self, key: tuple[str, Evolve]) -> None:
         with self._cache_lock:
             self._cache.pop(key, None)
+            self._known_at.pop(key, None)
 
     async def execute(
         self,
@@ -318,16 +339,23 @@ class CommandBus:
     async def _read_ahead(
         self, specs: Sequence[Spec], *, first: bool
     ) -> dict[tuple[str, Evolve], Loaded[Any]]:
-        """The streams no pending command holds, read now (a new one needs no read)."""
-        to_read = [
-            spec
-            for spec, tip in zip(specs, self._live_tips(specs), strict=True)
-            if tip is None and not (spec.new and first)
-        ]
-        if not to_read:
-            return {}
-        read = await self._io(asyncio.to_thread(self._load_many, to_read))
-        return {(s.stream_id, s.evolve): item for s, item in zip(to_read, read, strict=True)}
+        """The streams no pending command holds, read now (a new one needs no read; one the
+        command only reads, from the cache while it is recent)."""
+        ahead: dict[tuple[str, Evolve], Loaded[Any]] = {}
+        to_read = []
+        for spec, tip in zip(specs, self._live_tips(specs), strict=True):
+            if tip is not None or (spec.new and first):
+                continue
+            key = (spec.stream_id, spec.evolve)
+            recent = self._recent(key) if spec.read_only else None
+            if recent is not None:
+                ahead[key] = recent
+            else:
+                to_read.append(spec)
+        if to_read:
+            read = await self._io(asyncio.to_thread(self._load_many, to_read))
+            ahead.update({(s.stream_id, s.evolve): i for s, i in zip(to_read, read, strict=True)})
+        return ahead
 
     def _newest(self, spec: Spec, ahead: Loaded[Any]) -> Loaded[Any]:
         """A stream read ahead, or what a command of this process committed on it since."""
