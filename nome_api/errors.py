@@ -1,4 +1,5 @@
-"""The one error map: every failure becomes the error body of API.md §0."""
+"""The one error map: every failure becomes the error body of API.md §0, or, on the
+OpenAI-compatible routes of API.md §10, the same error in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ class ApiError(Exception):
         issues: list[Issue] | None = None,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -106,6 +108,77 @@ class ApiError(Exception):
         self.issues = issues
         self.headers = headers or {}
         self.extra = extra or {}
+        # The request parameter at fault, in OpenAI's error shape (API.md §10).
+        self.param = param
+
+
+# API.md §10: the routes OpenAI's clients call answer errors in OpenAI's shape, which those
+# clients parse; the status and NOME's code are the same as anywhere else.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+OPENAI_TYPES: dict[int, str] = {
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+class OpenAIErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(msgspec.Struct):
+    """The error body of the OpenAI-compatible routes (API.md §10)."""
+
+    error: OpenAIErrorDetail
+
+
+def speaks_openai(path: str) -> bool:
+    """Whether a path is one of API.md §10's, whose errors take OpenAI's shape."""
+    return any(path == p or path.startswith(p + "/") for p in OPENAI_PATHS)
+
+
+def openai_error(status: int, message: str, code: str | None, param: str | None = None) -> bytes:
+    """An error in OpenAI's shape: its `type` follows from the status."""
+    kind = OPENAI_TYPES.get(status) or (
+        "server_error" if status >= 500 else "invalid_request_error"
+    )
+    detail = OpenAIErrorDetail(message=message, type=kind, param=param, code=code)
+    return msgspec.json.encode(OpenAIError(error=detail))
+
+
+def _openai_answer(error: ApiError, headers: dict[str, str]) -> Response[Any]:
+    message, param = error.message, error.param
+    # What the contract's body says in fields of its own (402's required and available, a
+    # 409's active_run_id), said in the message: OpenAI's error object has no place for it.
+    details = ", ".join(f"{k}: {v}" for k, v in error.extra.items() if v is not None)
+    if details:
+        message = f"{message} ({details})"
+    if error.issues:
+        issue = error.issues[0]
+        message = f"{message}: {issue.message}"
+        param = param or _param(issue.path)
+    if error.status == 409:
+        # The OpenAI SDKs retry a 409 unless told not to; here it is never worth it.
+        headers["x-should-retry"] = "false"
+    return Response(
+        content=openai_error(error.status, message, error.code, param),
+        status_code=error.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _param(path: list[str | int]) -> str | None:
+    """An issue's path as OpenAI names parameters: `messages[0].content`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or None
 
 
 def error_response(request: Request[Any, Any, Any] | None, error: ApiError) -> Response[Any]:
@@ -115,6 +188,10 @@ def error_response(request: Request[Any, Any, Any] | None, error: ApiError) -> R
         # Routing failures (404, 405) are answered before the gateway gives the request an id.
         request_id = uuid.uuid4().hex
         headers["X-Request-Id"] = request_id
+    if error.status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    if request is not None and speaks_openai(request.scope["path"]):
+        return _openai_answer(error, headers)
     body = ErrorBody(
         error=error.message,
         code=error.code,
@@ -127,8 +204,6 @@ def error_response(request: Request[Any, Any, Any] | None, error: ApiError) -> R
         current=error.extra.get("current"),
         missing=error.extra.get("missing"),
     )
-    if error.status == 401:
-        headers.setdefault("WWW-Authenticate", "Bearer")
     return Response(
         content=msgspec.json.encode(body),
         status_code=error.status,

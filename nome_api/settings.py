@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # first retry's back-off (doubled per attempt, capped at 30 s, jittered).
     model_attempts: int = 4
     model_backoff_s: float = 1.0
+    # Browser origins that may use /mcp (comma-separated, e.g. https://app.example.com); any
+    # other request with an Origin header is 403 there (API.md §11).
+    allowed_origins: str = ""
     # Hosts http.fetch may reach even though they resolve to private addresses.
     fetch_allow_hosts: str = ""
     # How long a package tool's endpoint may take to answer a call (the core bounds every

@@ -102,6 +102,13 @@ def run_units(state: RunState) -> list[Unit]:
     return units
 
 
+# A message no run wrote, by its role; anything else a client wrote is the user's.
+_PEOPLES_ROLES: dict[str, Literal["user", "system", "assistant"]] = {
+    "system": "system",
+    "assistant": "assistant",
+}
+
+
 def history_slots(
     thread_events: Sequence[Event], *, upto: int, run_id: str
 ) -> list[ChatMessage | EndedRun]:
@@ -117,7 +124,9 @@ def history_slots(
             continue
         episode = added.episode_id
         if episode is None:
-            role: Literal["user", "system"] = "system" if added.role == "system" else "user"
+            # A thread made with a conversation carried over holds what an assistant said
+            # there too (threads.commands.HistoryMessage); runs' own answers have an episode.
+            role = _PEOPLES_ROLES.get(added.role, "user")
             slots.append(ChatMessage(role=role, content=added.content))
         elif (
             episode != run_id and episode in ended and added.message_id == input_message_id(episode)

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from nome_core.bus import Command
 from nome_core.events import Client
+
+# The roles of a conversation carried into a new thread from elsewhere: what the assistant
+# said there is history too (API.md §10's earlier messages), though no run of this thread
+# said it.
+HistoryRole = Literal["user", "system", "assistant"]
+
+
+class HistoryMessage(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: str
+    role: HistoryRole
+    content: str
 
 
 class CreateThread(Command, frozen=True, kw_only=True):
     thread_id: str
     title: str
     metadata: dict[str, str]
+    # Messages the thread starts with, in the commit that makes it.
+    history: tuple[HistoryMessage, ...] = ()
+    client: Client | None = None
 
 
 class RenameThread(Command, frozen=True, kw_only=True):

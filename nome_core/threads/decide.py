@@ -35,8 +35,16 @@ def live(state: ThreadState | None) -> ThreadState:
 
 def decide(cmd: ThreadCommand, state: ThreadState | None) -> list[DomainEvent]:
     match cmd:
-        case CreateThread(title=title, metadata=metadata):
-            return [ThreadCreated(title=title, metadata=metadata)]
+        case CreateThread(title=title, metadata=metadata, history=history, client=client):
+            return [
+                ThreadCreated(title=title, metadata=metadata),
+                *(
+                    MessageAdded(
+                        message_id=m.message_id, role=m.role, content=m.content, client=client
+                    )
+                    for m in history
+                ),
+            ]
         case RenameThread(title=title):
             return [] if live(state).title == title else [ThreadRenamed(title=title)]
         case DeleteThread():

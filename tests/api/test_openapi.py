@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from nome_api.errors import speaks_openai
 from tests.support.api import Api, auth
 from tests.support.errors import assert_error
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+# API.md §10's routes answer errors in OpenAI's shape (tests/api/test_completions.py).
+OPENAI_ERROR = {"$ref": "#/components/schemas/OpenAIError"}
 METHODS = ("get", "post", "put", "patch", "delete")
 PUBLIC = {("get", "/v1/health")}
 
@@ -47,7 +50,8 @@ async def test_every_error_an_operation_can_answer_is_documented_with_the_contra
         for status, response in responses.items():
             if status.startswith(("4", "5")) and (method, path) not in PUBLIC:
                 content = response["content"]
-                assert content == {"application/json": {"schema": ERROR_BODY}}, (method, path)
+                body = OPENAI_ERROR if speaks_openai(path) else ERROR_BODY
+                assert content == {"application/json": {"schema": body}}, (method, path)
                 assert "detail" not in str(response), (method, path, status)
 
 
