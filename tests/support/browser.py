@@ -8,7 +8,6 @@ log (`bench.console.seed_run`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +24,7 @@ from bench.console import (
     wait_for_run,
 )
 from nome_api.settings import Settings
+from tests.support.processes import eventually
 
 # A safety bound for what the server must do on its own; nothing asserts how long it takes.
 EVENTUALLY_S = 30.0
@@ -66,14 +66,7 @@ class Nome:
         return self.call("POST", "/v1/runs", json={"thread_id": self.thread(), "input": text})  # type: ignore[no-any-return]
 
     def eventually(self, probe: Any, what: str) -> Any:
-        deadline = time.monotonic() + EVENTUALLY_S
-        while True:
-            value = probe()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gave up waiting for {what}")
-            time.sleep(0.05)
+        return eventually(probe, what=what, limit=EVENTUALLY_S, every=0.05)
 
     def finished(self, run_id: str) -> dict[str, Any]:
         def probe() -> Any:

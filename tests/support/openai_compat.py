@@ -4,7 +4,6 @@ Redis with a schema and key prefix of its own, and its bootstrap admin key."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +12,7 @@ import httpx
 import openai
 
 from bench.console import new_key, scratch_settings, serving, wait_for_key
+from tests.support.processes import eventually
 
 # A safety bound for what the server does on its own; nothing asserts how long it takes.
 EVENTUALLY_S = 30.0
@@ -48,14 +48,7 @@ class Served:
         return str(response.json()["id"]), response.headers["x-nome-position"]
 
     def eventually(self, probe: Any, what: str) -> Any:
-        deadline = time.monotonic() + EVENTUALLY_S
-        while True:
-            value = probe()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gave up waiting for {what}")
-            time.sleep(0.02)
+        return eventually(probe, what=what, limit=EVENTUALLY_S, every=0.02)
 
     def run(self, run_id: str, position: str = "0") -> dict[str, Any]:
         """The run once its read model has it, as of log position `position` at least."""
