@@ -49,12 +49,16 @@ class BuiltinExecutor:
         return {"now": self.clock.now()}
 
     async def _fetch(self, url: str, key: str) -> dict[str, Any]:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:  # an unclosed IPv6 bracket, a port out of range
+            raise ToolFailed("not a valid URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ToolFailed("only http and https URLs can be fetched")
         host = parts.hostname
         if host not in self.fetch_allow_hosts:
-            await refuse_private(host, parts.port or (443 if parts.scheme == "https" else 80))
+            await refuse_private(host, port)
         try:
             async with (
                 httpx.AsyncClient(

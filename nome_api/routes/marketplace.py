@@ -101,7 +101,11 @@ def _import(state: ImportState) -> bytes:
 def _repo(repo: str, *, file_urls: bool) -> str:
     """The repository as NOME fetches it; never one with credentials in it, which would
     be kept in the log."""
-    parts = urlsplit(repo)
+    try:
+        parts = urlsplit(repo)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        issues = [Issue(path=["repo"], message="not a URL")]
+        raise ApiError(422, "not a repository NOME can import", issues=issues) from None
     if parts.username or parts.password:
         raise ApiError(
             422,

@@ -250,6 +250,7 @@ async def test_search_pages_and_cursors(api: Api, tmp_path: Path) -> None:
         ({"repo": "https://user:secret@example.com/x.git"}, "repo"),
         ({"repo": "ssh://git@example.com/x.git"}, "repo"),
         ({"repo": "-oProxyCommand=touch /tmp/x"}, "repo"),
+        ({"repo": "http://[::1/x"}, "repo"),
         ({"repo": "file:///tmp/x", "ref": "--upload-pack=x"}, "ref"),
         ({"repo": "file:///tmp/x", "ref": "a..b"}, "ref"),
     ],

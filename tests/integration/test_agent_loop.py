@@ -39,7 +39,7 @@ from nome_core.threads.state import evolve as thread_evolve
 from nome_core.tools.builtin import BUILTIN_TOOLS
 from nome_core.tools.commands import SetPolicy
 from nome_core.tools.events import PolicyDecision, ToolStarted
-from nome_core.tools.executor import CallContext
+from nome_core.tools.executor import CallContext, ToolFailed
 from nome_core.tools.policy import Policy
 from nome_core.tools.state import Call
 from tests.support.app import (
@@ -291,6 +291,21 @@ async def test_http_fetch_sends_its_calls_id_as_the_idempotency_key() -> None:
         server.server_close()
     assert result == {"status": 200, "body": "ok"}
     assert _Recorder.seen[-1]["Idempotency-Key"] == call.call_id
+
+
+@pytest.mark.parametrize("url", ["http://[::1/pay", "http://example.com:99999/", "ftp://x/"])
+async def test_http_fetch_of_a_url_it_cannot_use_is_a_failed_call_not_a_crash(url: str) -> None:
+    executor = BuiltinExecutor(SystemClock())
+    call = Call(
+        call_id="0d3c4a52-3f43-4b8e-9a43-7f8f6c0e4b1b",
+        work_item_id=None,
+        tool="http.fetch",
+        arguments={"url": url},
+        policy=PolicyDecision(decision="allow", rule="policy"),
+    )
+    context = CallContext(tenant_id=ACTOR.tenant_id, run_id=None, thread_id=None)
+    with pytest.raises(ToolFailed):
+        await executor.run(BUILTIN_TOOLS["http.fetch"], call, context)
 
 
 # -- item 9: a run whose thread is deleted stops ------------------------------------------
