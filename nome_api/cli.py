@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,9 @@ log = structlog.get_logger("nome.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A crash in a C extension (SIGSEGV, SIGABRT) prints every thread's Python stack to
+    # stderr before the process dies, instead of nothing.
+    faulthandler.enable()
     parser = argparse.ArgumentParser(prog="nome", description="NOME agent backend")
     commands = parser.add_subparsers(dest="command", required=True)
 
