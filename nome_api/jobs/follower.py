@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,7 +25,6 @@ from nome_core.storage.rows import Row, to_event
 from nome_core.storage.store import EventStore
 
 log = structlog.get_logger("nome.followers")
-T = TypeVar("T")
 
 
 class Follower(Protocol):
@@ -52,7 +50,6 @@ class FollowerHost:
         page: int = 500,
         poll_s: float = 1.0,
         retry_s: float = 1.0,
-        lease_s: float = 10.0,
     ) -> None:
         self.store = store
         self.redis = redis
@@ -62,7 +59,6 @@ class FollowerHost:
         self.page = page
         self.poll_s = poll_s
         self.retry_s = retry_s
-        self.lease_s = lease_s
         self.owner = f"follower-{uuid.uuid4().hex[:12]}"
         self._tasks = Tasks()
 
@@ -99,34 +95,15 @@ class FollowerHost:
         await self.redis.set(key, position)
         return None if len(rows) == self.page else 0.0
 
-    async def _holding(self, lease: Lease, work: Awaitable[T]) -> T:
-        """`work`, with the lease renewed while it runs: an effect may take longer than the
-        lease (an import's git fetch), and another process must not start it meanwhile."""
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lease_s / 3)
-                if not await lease.hold():
-                    return
-
-        renewing = asyncio.create_task(renew())
-        try:
-            return await work
-        finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await renewing
-
     async def _loop(self, follower: Follower) -> None:
-        key = f"{self.prefix}follow:{follower.name}:lease"
-        lease = Lease(self.redis, key, self.owner, self.lease_s)
+        lease = Lease(self.redis, f"{self.prefix}follow:{follower.name}:lease", self.owner, 10.0)
         try:
             while True:
                 seen = self.signal.generation
                 wait: float | None = 0.0
                 try:
                     if await lease.hold():
-                        wait = await self._holding(lease, self.step(follower))
+                        wait = await self.step(follower)
                 except Exception:
                     log.exception("follower_failed", follower=follower.name)
                     wait = self.retry_s
